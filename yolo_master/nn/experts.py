@@ -1,0 +1,119 @@
+"""Expert bank of ES-MoE: E depthwise-separable experts with odd kernels 3, 5, 7, ... (paper eq. 3).
+
+All experts are stored *stacked* in a few tensors, not as a ModuleList: the depthwise taps of every
+expert packed side by side (``C1 x sum(k_e^2)``), a per-expert BatchNorm (``E x C1``) and one pointwise
+tensor (``E x C2 x C1 x 1 x 1``). One code path serves every expert, DDP sees each tensor used
+whenever any expert runs, and export strategies can gather weights by expert index.
+
+Packing instead of zero-padding every kernel to ``k_max x k_max`` keeps the parameter count honest
+and lets a 3x3 expert cost a 3x3 convolution; :meth:`ExpertBank.padded_depthwise` builds the
+zero-padded ``E x C1 x 1 x k_max x k_max`` form (same outputs with padding ``k_max // 2``) for
+strategies that need one weight shape for all experts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def default_kernel_sizes(num_experts: int) -> tuple[int, ...]:
+    """Odd kernels 3, 5, 7, ... one per expert (paper section 3.2, "Diverse Receptive Fields")."""
+    return tuple(3 + 2 * i for i in range(num_experts))
+
+
+class ExpertBank(nn.Module):
+    """E experts ``Expert_e(x) = PW_e(SiLU(BN_e(DW_e(x))))`` held as stacked tensors.
+
+    Args:
+        c1: input channels.
+        c2: output channels.
+        kernel_sizes: one odd kernel size per expert.
+        bn_eps, bn_momentum: BatchNorm settings (Ultralytics' defaults).
+
+    Shape:
+        ``expert(e, x)``: ``(N, c1, H, W) -> (N, c2, H, W)``.
+    """
+
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        kernel_sizes: tuple[int, ...],
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.03,
+    ) -> None:
+        super().__init__()
+        self.c1, self.c2 = c1, c2
+        self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
+        self.num_experts = len(self.kernel_sizes)
+        self.k_max = max(self.kernel_sizes)
+        self.bn_eps, self.bn_momentum = bn_eps, bn_momentum
+        e = self.num_experts
+        self.offsets = [0]
+        for k in self.kernel_sizes:
+            self.offsets.append(self.offsets[-1] + k * k)
+        self.dw_weight = nn.Parameter(torch.empty(c1, self.offsets[-1]))
+        self.bn_weight = nn.Parameter(torch.ones(e, c1))
+        self.bn_bias = nn.Parameter(torch.zeros(e, c1))
+        self.register_buffer("bn_running_mean", torch.zeros(e, c1))
+        self.register_buffer("bn_running_var", torch.ones(e, c1))
+        self.pw_weight = nn.Parameter(torch.empty(e, c2, c1, 1, 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise like ``nn.Conv2d`` per expert (depthwise fan-in is ``k * k``)."""
+        with torch.no_grad():
+            for e, k in enumerate(self.kernel_sizes):
+                bound = 1.0 / k  # kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+                self.dw_weight[:, self.offsets[e] : self.offsets[e + 1]].uniform_(-bound, bound)
+                nn.init.kaiming_uniform_(self.pw_weight[e], a=math.sqrt(5))
+
+    def depthwise(self, e: int) -> torch.Tensor:
+        """Expert ``e``'s depthwise kernel, ``(C1, 1, k, k)``."""
+        k = self.kernel_sizes[e]
+        return self.dw_weight[:, self.offsets[e] : self.offsets[e + 1]].reshape(self.c1, 1, k, k)
+
+    def padded_depthwise(self) -> torch.Tensor:
+        """All depthwise kernels zero-padded at the centre to ``(E, C1, 1, k_max, k_max)``."""
+        out = self.dw_weight.new_zeros(self.num_experts, self.c1, 1, self.k_max, self.k_max)
+        for e, k in enumerate(self.kernel_sizes):
+            p = (self.k_max - k) // 2
+            out[e, :, :, p : p + k, p : p + k] = self.depthwise(e)
+        return out
+
+    def expert_params(self, e: int) -> int:
+        """Trainable parameters of expert ``e``."""
+        k = self.kernel_sizes[e]
+        return self.c1 * k * k + 2 * self.c1 + self.c2 * self.c1
+
+    def _batch_norm(self, h: torch.Tensor, e: int) -> torch.Tensor:
+        # A train-mode BN needs more than one value per channel; a lone 1x1 sample uses running stats.
+        use_batch_stats = self.training and h.shape[0] * h.shape[2] * h.shape[3] > 1
+        return F.batch_norm(
+            h,
+            self.bn_running_mean[e],  # views: the running-stat update writes into the stacked buffer
+            self.bn_running_var[e],
+            self.bn_weight[e],
+            self.bn_bias[e],
+            use_batch_stats,
+            self.bn_momentum,
+            self.bn_eps,
+        )
+
+    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """Run expert ``e`` on ``x`` (any batch size)."""
+        k = self.kernel_sizes[e]
+        h = F.conv2d(x, self.depthwise(e), padding=k // 2, groups=self.c1)
+        h = F.silu(self._batch_norm(h, e))
+        return F.conv2d(h, self.pw_weight[e])
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, strategy) -> torch.Tensor:
+        """Weighted sum of the chosen experts, executed by ``strategy`` (see ``dispatch.py``)."""
+        return strategy(self, x, indices, weights)
+
+    def extra_repr(self) -> str:
+        return f"{self.c1}, {self.c2}, kernel_sizes={self.kernel_sizes}"

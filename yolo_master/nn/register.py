@@ -1,0 +1,121 @@
+"""Make YOLO-Master blocks YAML-parsable in stock Ultralytics, without editing its files.
+
+Ultralytics' ``parse_model`` resolves module names in the namespace of ``ultralytics.nn.tasks`` and
+infers ``c1`` / width-scales ``c2`` only for the blocks in a set local to that function. So, once at
+``import yolo_master``:
+
+1. each block class is added to that namespace (so checkpoints and YAMLs name it as ``ESMoE``);
+2. ``parse_model`` is wrapped. A YAML with none of our blocks goes straight to the original, so stock
+   models build exactly as before. A YAML with our blocks is parsed by the original with each of our
+   rows lowered to a stand-in ``Conv [c2, 1]``: Ultralytics then does the channel bookkeeping it does
+   for its own blocks (``c1 = ch[f]``, ``c2 = make_divisible(min(c2, max_channels) * width, 8)``),
+   and the stand-in is swapped for the real block built from those channels. The layer table is
+   printed afterwards, with the real module names.
+3. thop (Ultralytics' FLOPs counter) learns to count the experts that actually run.
+"""
+
+from __future__ import annotations
+
+import importlib
+from copy import deepcopy
+
+from torch import nn
+
+from .experts import ExpertBank
+from .moe import ESMoE
+
+BLOCKS: dict[str, type[nn.Module]] = {"ESMoE": ESMoE}  # YAML name -> class with a (c1, c2, *args) signature
+_STAND_IN = "Conv"
+
+
+def _rows(d: dict) -> list:
+    return d["backbone"] + d["head"]
+
+
+def _lower(d: dict) -> tuple[dict, dict[int, tuple[str, list]]]:
+    """Copy of the model dict with our rows replaced by stand-ins; returns ``{row index: (name, args)}``."""
+    lowered = deepcopy(d)
+    ours = {}
+    for i, row in enumerate(_rows(lowered)):
+        f, n, name, args = row
+        if name in BLOCKS:
+            if not isinstance(args, list) or not args:
+                raise ValueError(f"layer {i} {name}: args must be a list starting with c2, got {args!r}")
+            ours[i] = (name, list(args))
+            row[2], row[3] = _STAND_IN, [args[0], 1]
+    return lowered, ours
+
+
+def _raise(model: nn.Sequential, ours: dict[int, tuple[str, list]]) -> None:
+    """Swap each stand-in for the real block, built with the channels Ultralytics inferred."""
+    for i, (name, args) in ours.items():
+        stand_in = model[i]
+        convs = list(stand_in) if isinstance(stand_in, nn.Sequential) else [stand_in]
+        c1, c2 = convs[0].conv.in_channels, convs[0].conv.out_channels
+        try:
+            blocks = [BLOCKS[name](c1 if j == 0 else c2, c2, *args[1:]) for j in range(len(convs))]
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"layer {i} {name} {args}: {e}") from None
+        block = nn.Sequential(*blocks) if len(blocks) > 1 else blocks[0]
+        block.i, block.f, block.type = stand_in.i, stand_in.f, f"{type(blocks[0]).__module__}.{name}"
+        block.np = sum(p.numel() for p in block.parameters())
+        block.args = [c1, c2, *args[1:]]
+        model[i] = block
+
+
+def layer_rows(model: nn.Sequential, d: dict) -> list[tuple]:
+    """``(index, from, n, params, module, args)`` per layer, args as built for our blocks."""
+    rows = []
+    for i, (layer, row) in enumerate(zip(model, _rows(d))):
+        n = len(layer) if isinstance(layer, nn.Sequential) and row[2] in BLOCKS else row[1]
+        rows.append((i, layer.f, n, layer.np, layer.type, getattr(layer, "args", row[3])))
+    return rows
+
+
+def print_layer_table(model: nn.Sequential, d: dict) -> None:
+    """The layer table Ultralytics prints while building, with our blocks under their own names."""
+    from ultralytics.utils import LOGGER
+
+    LOGGER.info(f"\n{'':>3}{'from':>20}{'n':>3}{'params':>10}  {'module':<45}{'arguments':<30}")
+    for i, f, n, np_, t, args in layer_rows(model, d):
+        LOGGER.info(f"{i:>3}{f!s:>20}{n:>3}{np_:10.0f}  {t:<45}{args!s:<30}")
+
+
+def _wrap_parse_model(original):
+    def parse_model(d, ch, verbose=True):
+        lowered, ours = _lower(d)
+        if not ours:
+            return original(d, ch, verbose)
+        model, save = original(lowered, ch, verbose=False)
+        _raise(model, ours)
+        if verbose:
+            print_layer_table(model, d)
+        return model, save
+
+    parse_model.__wrapped__ = original
+    parse_model.__doc__ = original.__doc__
+    return parse_model
+
+
+def _count_expert_bank(bank: ExpertBank, inputs: tuple, output) -> None:
+    """thop rule: multiply-accumulates of K experts of average size per image (depthwise + BN + pointwise).
+
+    The average, not the route the profiling input happened to take, so GFLOPs are reproducible.
+    """
+    x, indices = inputs[0], inputs[1]
+    per_pixel = sum(k * k + 2 + bank.c2 for k in bank.kernel_sizes) / bank.num_experts
+    bank.total_ops += indices.numel() * bank.c1 * x.shape[2] * x.shape[3] * per_pixel
+
+
+def register() -> None:
+    """Idempotently register our blocks with Ultralytics (and thop, when installed)."""
+    tasks = importlib.import_module("ultralytics.nn.tasks")
+    for name, cls in BLOCKS.items():
+        setattr(tasks, name, cls)
+    if not hasattr(tasks.parse_model, "__wrapped__"):
+        tasks.parse_model = _wrap_parse_model(tasks.parse_model)
+    try:
+        thop_profile = importlib.import_module("thop.profile")
+        thop_profile.register_hooks[ExpertBank] = _count_expert_bank
+    except (ImportError, AttributeError):
+        pass

@@ -1,0 +1,94 @@
+"""Routers for ES-MoE: the GAP gating network (paper eq. 5), phased top-K routing (eq. 6-10) and the
+MSE load-balancing loss (eq. 12-13).
+
+The router is its own module and *returns* everything the block and the task loss need (chosen
+indices, their weights, the dense weight matrix and the auxiliary loss), like DeepSpeed's ``TopKGate``:
+nothing is stored in a global registry.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+EPS = 1e-9  # eq. 8's epsilon: guards the renormalisation, far below float32 resolution of the weights
+
+
+class Routing(NamedTuple):
+    """One routing decision per image.
+
+    Attributes:
+        indices: ``(B, K)`` chosen experts, highest weight first.
+        weights: ``(B, K)`` their aggregation weights (each row sums to 1).
+        dense: ``(B, E)`` the same weights scattered over all experts, zeros for the unchosen.
+        aux_loss: scalar load-balancing loss of this batch (eq. 13).
+        logits: ``(B, E)`` raw gate logits.
+    """
+
+    indices: torch.Tensor
+    weights: torch.Tensor
+    dense: torch.Tensor
+    aux_loss: torch.Tensor
+    logits: torch.Tensor
+
+    def detached(self) -> Routing:
+        """A copy without autograd history, safe to keep between forward passes."""
+        return Routing(*(t.detach() for t in self))
+
+
+def soft_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training mode, eq. 6-8: softmax over all E, keep the top K, renormalise the kept weights."""
+    probs = logits.softmax(dim=-1)  # eq. 6
+    top, idx = probs.topk(k, dim=-1)  # I_K, the support of the mask M_K (eq. 7)
+    return top / (top.sum(dim=-1, keepdim=True) + EPS), idx  # eq. 8
+
+
+def hard_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference mode, eq. 9: the top K logits, softmax over those K only."""
+    top, idx = logits.topk(k, dim=-1)
+    return top.softmax(dim=-1), idx
+
+
+def load_balancing_loss(dense: torch.Tensor) -> torch.Tensor:
+    """Eq. 12-13: MSE between each expert's mean share of the routing weight and the uniform ``1/E``."""
+    e = dense.shape[-1]
+    share = dense / dense.sum(dim=-1, keepdim=True).clamp_min(EPS)  # the per-image fraction in eq. 12
+    usage = share.mean(dim=0)  # mu_i, the expectation over the batch
+    return ((usage - 1.0 / e) ** 2).mean()
+
+
+class TopKRouter(nn.Module):
+    """GAP -> 1x1 conv (C -> C_red) -> SiLU -> 1x1 conv (C_red -> E) -> phased top-K.
+
+    Args:
+        c1: input channels.
+        num_experts: E.
+        top_k: K, experts chosen per image (1 <= K <= E).
+        reduction: gamma in ``C_red = max(C / gamma, min_hidden)``.
+        min_hidden: the floor of ``C_red`` (8 in the paper).
+
+    Shape:
+        input ``(B, c1, H, W)``; every tensor of the returned :class:`Routing` has batch ``B``.
+        The cost does not depend on ``H x W`` beyond the pooling.
+    """
+
+    def __init__(self, c1: int, num_experts: int, top_k: int, reduction: int = 8, min_hidden: int = 8) -> None:
+        super().__init__()
+        self.num_experts, self.top_k = num_experts, top_k
+        hidden = max(c1 // reduction, min_hidden)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Conv2d(c1, hidden, 1)
+        self.act = nn.SiLU()
+        self.logits = nn.Conv2d(hidden, num_experts, 1)
+
+    def forward(self, x: torch.Tensor) -> Routing:
+        logits = self.logits(self.act(self.reduce(self.pool(x)))).flatten(1)  # eq. 5, (B, E)
+        select = soft_top_k if self.training else hard_top_k  # eq. 10
+        weights, indices = select(logits, self.top_k)
+        dense = torch.zeros_like(logits).scatter(1, indices, weights)
+        return Routing(indices, weights, dense, load_balancing_loss(dense), logits)
+
+    def extra_repr(self) -> str:
+        return f"num_experts={self.num_experts}, top_k={self.top_k}"
