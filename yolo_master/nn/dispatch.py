@@ -10,7 +10,9 @@ returns the same tensor (tests compare each one with a plain loop over experts):
 - ``dense``   baseline: every expert on every sample, unchosen ones weighted by zero.
 - ``auto``    ``select`` for a batch of one in eval mode, ``grouped`` otherwise.
 
-Export strategies (routing kept inside an ONNX graph) are separate work.
+While a graph is being traced for export, ``auto`` runs ``dense``: host-side indexing would bake the
+dummy input's route into the graph. Export strategies that keep routing sparse inside the graph
+(``gather``, ``branch``) are separate work.
 """
 
 from __future__ import annotations
@@ -56,5 +58,8 @@ STRATEGIES: dict[str, Strategy] = {"select": run_select, "grouped": run_grouped,
 def resolve(name: str, training: bool, batch: int) -> Strategy:
     """The strategy function for ``name`` (``auto`` picks per mode and batch size)."""
     if name == "auto":
-        name = "select" if (not training and batch == 1) else "grouped"
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            name = "dense"
+        else:
+            name = "select" if (not training and batch == 1) else "grouped"
     return STRATEGIES[name]

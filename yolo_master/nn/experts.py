@@ -2,8 +2,9 @@
 
 All experts are stored *stacked* in a few tensors, not as a ModuleList: the depthwise taps of every
 expert packed side by side (``C1 x sum(k_e^2)``), a per-expert BatchNorm (``E x C1``) and one pointwise
-tensor (``E x C2 x C1 x 1 x 1``). One code path serves every expert, DDP sees each tensor used
-whenever any expert runs, and export strategies can gather weights by expert index.
+tensor (``E x C2 x C1``). One code path serves every expert, DDP sees each tensor used whenever any
+expert runs, and export strategies can gather weights by expert index. No tensor is 4-D or 5-D, so
+Ultralytics' ``model.to(memory_format=torch.channels_last)`` leaves them alone.
 
 Packing instead of zero-padding every kernel to ``k_max x k_max`` keeps the parameter count honest
 and lets a 3x3 expert cost a 3x3 convolution; :meth:`ExpertBank.padded_depthwise` builds the
@@ -61,7 +62,7 @@ class ExpertBank(nn.Module):
         self.bn_bias = nn.Parameter(torch.zeros(e, c1))
         self.register_buffer("bn_running_mean", torch.zeros(e, c1))
         self.register_buffer("bn_running_var", torch.ones(e, c1))
-        self.pw_weight = nn.Parameter(torch.empty(e, c2, c1, 1, 1))
+        self.pw_weight = nn.Parameter(torch.empty(e, c2, c1))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -109,7 +110,7 @@ class ExpertBank(nn.Module):
         k = self.kernel_sizes[e]
         h = F.conv2d(x, self.depthwise(e), padding=k // 2, groups=self.c1)
         h = F.silu(self._batch_norm(h, e))
-        return F.conv2d(h, self.pw_weight[e])
+        return F.conv2d(h, self.pw_weight[e, :, :, None, None])
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, strategy) -> torch.Tensor:
         """Weighted sum of the chosen experts, executed by ``strategy`` (see ``dispatch.py``)."""

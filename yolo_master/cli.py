@@ -1,0 +1,204 @@
+"""The ``yolo-master`` command.
+
+    yolo-master MODE [key=value ...] [--key value ...] [--flag ...]
+
+Modes: train, val, predict, export, info. Keys are Ultralytics' (``yolo cfg`` lists them) plus
+``moe`` for train. Both spellings work: ``epochs=3``, ``--epochs 3``, ``--epochs=3``; a bare
+``--flag`` means ``flag=True``. Bad input ends with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from pathlib import Path
+
+USAGE = "usage: yolo-master {train,val,predict,export,info} [key=value ...] [--key value ...]"
+
+MODES = {
+    "train": (
+        "Train a model (zoo name, YAML or .pt) on a dataset; data=shapes generates an offline one.",
+        ["data"],
+        "yolo-master train model=n.yaml data=shapes epochs=3 imgsz=320 device=cpu",
+    ),
+    "val": (
+        "Validate a model on a dataset's val split (data defaults to the checkpoint's own).",
+        [],
+        "yolo-master val model=runs/detect/train/weights/best.pt data=shapes",
+    ),
+    "predict": (
+        "Run detection on images, folders or videos; results are saved under runs/.",
+        ["source"],
+        "yolo-master predict model=runs/detect/train/weights/best.pt source=path/to/images",
+    ),
+    "export": (
+        "Export a model to another format (onnx, torchscript, engine, ...).",
+        ["format"],
+        "yolo-master export model=best.pt format=onnx",
+    ),
+    "info": (
+        "Print the layer table (ESMoE rows), parameters, active parameters and GFLOPs.",
+        [],
+        "yolo-master info model=n.yaml imgsz=640",
+    ),
+}
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit status 2."""
+
+
+def _value(text: str):
+    """Convert a CLI string like Ultralytics does: ints, floats, booleans, None, else the string."""
+    low = text.lower()
+    if low in {"true", "false"}:
+        return low == "true"
+    if low == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_args(argv: list[str]) -> dict:
+    """``key=value`` and ``--key value`` / ``--key=value`` / ``--flag`` tokens -> ``{key: value}``."""
+    out: dict = {}
+
+    def put(key: str, value, token: str) -> None:
+        key = key.replace("-", "_")
+        if not key.isidentifier():
+            raise UsageError(f"malformed argument '{token}': expected key=value or --key value")
+        if key in out and out[key] != value:
+            raise UsageError(f"'{key}' given twice with different values ({out[key]!r} and {value!r}): keep one")
+        out[key] = value
+
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token.startswith("--"):
+            body = token[2:]
+            if "=" in body:
+                key, text = body.split("=", 1)
+                put(key, _value(text), token)
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--") and "=" not in argv[i + 1]:
+                put(body, _value(argv[i + 1]), token)
+                i += 1
+            else:
+                put(body, True, token)
+        elif "=" in token:
+            key, text = token.split("=", 1)
+            if not key or not text:
+                raise UsageError(f"malformed argument '{token}': expected key=value with both sides present")
+            put(key, _value(text), token)
+        else:
+            raise UsageError(f"unexpected argument '{token}': expected key=value or --key value")
+        i += 1
+    return out
+
+
+def _known_keys(mode: str) -> set[str]:
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    from .engine.hyp import EXTRA_HYP
+
+    return set(DEFAULT_CFG_DICT) | (set(EXTRA_HYP) if mode == "train" else set())
+
+
+def check_keys(mode: str, args: dict) -> None:
+    """Unknown keys, missing required keys and wrong types fail here, before any work starts."""
+    known = _known_keys(mode)
+    for key in args:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else " ('yolo cfg' lists the valid keys)"
+            raise UsageError(f"unknown key '{key}' for {mode}{hint}")
+    missing = [k for k in MODES[mode][1] if k not in args]
+    if missing:
+        raise UsageError(f"{mode} needs {', '.join(f'{k}=...' for k in missing)}, e.g. {MODES[mode][2]}")
+    from ultralytics.cfg import check_cfg
+
+    from .engine.hyp import EXTRA_HYP, pop_extra_hyp
+
+    check_cfg({k: v for k, v in args.items() if k not in EXTRA_HYP})
+    pop_extra_hyp({k: v for k, v in args.items() if k in EXTRA_HYP})
+
+
+def run(mode: str, args: dict):
+    """Execute ``mode`` with validated ``args``; returns what the Python API returns."""
+    from . import YOLOMaster
+    from .info import model_info
+
+    model = YOLOMaster(args.pop("model", "yolo-master-n.yaml"))
+    if mode == "info":
+        print(model_info(model, imgsz=args.get("imgsz", 640)))
+        return None
+    if mode == "predict":
+        args.setdefault("save", True)
+        if not Path(str(args["source"])).exists() and "://" not in str(args["source"]):
+            raise FileNotFoundError(f"source '{args['source']}' does not exist")
+    return getattr(model, mode)(**args)
+
+
+def help_text(mode: str | None = None) -> str:
+    if mode is None:
+        lines = [USAGE, "", "YOLO-Master: sparse Mixture-of-Experts detection on Ultralytics.", "", "modes:"]
+        lines += [f"  {m:<8} {d}" for m, (d, _, _) in MODES.items()]
+        lines += ["", "'yolo-master MODE --help' shows a mode's usage; 'yolo cfg' lists every key."]
+        return "\n".join(lines)
+    desc, required, example = MODES[mode]
+    extra = "\n  moe=0.5        weight of the MoE load-balancing loss (0 turns it off)" if mode == "train" else ""
+    return (
+        f"usage: yolo-master {mode} [key=value ...] [--key value ...]\n\n{desc}\n\n"
+        f"required: {', '.join(required) or 'nothing'}\n"
+        f"common keys:\n  model=n.yaml   zoo name (n, s, m, l, x), model YAML or .pt checkpoint{extra}\n\n"
+        f"example:\n  {example}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(help_text())
+        return 0
+    if argv[0] in {"-V", "--version", "version"}:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    mode = argv[0]
+    try:
+        if mode not in MODES:
+            close = difflib.get_close_matches(mode, MODES, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise UsageError(f"unknown mode '{mode}': {hint}choose one of {', '.join(MODES)}")
+        if any(t in {"-h", "--help"} for t in argv[1:]):
+            print(help_text(mode))
+            return 0
+        args = parse_args(argv[1:])
+        check_keys(mode, args)
+        run(mode, args)
+        return 0
+    except KeyboardInterrupt:
+        print("yolo-master: interrupted (a training run keeps its last.pt; continue with resume=True)", file=sys.stderr)
+        return 130
+    except Exception as e:  # one readable line instead of a traceback; YOLO_MASTER_DEBUG=1 shows it
+        if os.environ.get("YOLO_MASTER_DEBUG"):
+            raise
+        status = 2 if isinstance(e, (UsageError, FileNotFoundError, ValueError, TypeError, SyntaxError)) else 1
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"yolo-master {mode}: error: {message}", file=sys.stderr)
+        return status
+
+
+def entrypoint() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,71 @@
+"""``YOLOMaster``: the Ultralytics ``YOLO`` API (train / val / predict / export / info) for YOLO-Master."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ultralytics.engine.model import Model
+from ultralytics.models import yolo
+from ultralytics.nn.tasks import guess_model_task
+from ultralytics.utils import DEFAULT_CFG_DICT, RANK
+
+from .data import resolve_data
+from .engine import YOLOMasterDetectionTrainer
+from .models import YOLOMasterDetectionModel
+from .zoo import load_model_yaml, resolve
+
+
+class YOLOMaster(Model):
+    """YOLO-Master model from a zoo name (``'n.yaml'``), a model YAML, or a ``.pt`` checkpoint.
+
+    Examples:
+        >>> model = YOLOMaster("n.yaml")
+        >>> model.train(data="shapes", epochs=3, imgsz=320)
+        >>> results = model.predict("image.jpg")
+    """
+
+    def __init__(self, model: str | Path = "yolo-master-n.yaml", task: str | None = None, verbose: bool = False):
+        model = str(model)
+        suffix = Path(model).suffix
+        if suffix in {"", ".yaml", ".yml"}:
+            resolve(model)  # unknown names fail here with the list of valid ones
+            model = model if suffix else f"{model}.yaml"
+        elif suffix == ".pt" and not Path(model).is_file():
+            raise FileNotFoundError(f"checkpoint '{model}' not found (YOLO-Master never downloads weights)")
+        super().__init__(model=model, task=task, verbose=verbose)
+
+    def _new(self, cfg: str, task: str | None = None, verbose: bool = False) -> None:
+        """Build a new model from a zoo name or YAML (the scale comes from the name, e.g. ``-s``)."""
+        cfg_dict = load_model_yaml(cfg)
+        self.cfg = cfg_dict["yaml_file"]
+        self.task = task or guess_model_task(cfg_dict)
+        self.model = self._smart_load("model")(cfg_dict, verbose=verbose and RANK == -1)
+        self.overrides["model"] = self.cfg
+        self.overrides["task"] = self.task
+        self.model.args = {**DEFAULT_CFG_DICT, **self.overrides}
+        self.model.task = self.task
+        self.model_name = self.cfg
+
+    def train(self, trainer=None, **kwargs: Any):
+        """Ultralytics ``train`` plus ``data=shapes`` (generated offline) and the ``moe`` gain."""
+        if "data" in kwargs:
+            kwargs["data"] = resolve_data(kwargs["data"])
+        return super().train(trainer=trainer, **kwargs)
+
+    def val(self, validator=None, **kwargs: Any):
+        """Ultralytics ``val`` plus ``data=shapes``."""
+        if "data" in kwargs:
+            kwargs["data"] = resolve_data(kwargs["data"])
+        return super().val(validator=validator, **kwargs)
+
+    @property
+    def task_map(self) -> dict[str, dict[str, Any]]:
+        return {
+            "detect": {
+                "model": YOLOMasterDetectionModel,
+                "trainer": YOLOMasterDetectionTrainer,
+                "validator": yolo.detect.DetectionValidator,
+                "predictor": yolo.detect.DetectionPredictor,
+            },
+        }

@@ -1,0 +1,5 @@
+"""Task models of YOLO-Master."""
+
+from .detect import YOLOMasterDetectionModel
+
+__all__ = ("YOLOMasterDetectionModel",)

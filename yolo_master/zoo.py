@@ -1,0 +1,63 @@
+"""Model-zoo name resolution: ``'n.yaml'`` / ``'yolo-master-n'`` -> the installed YAML at scale ``n``.
+
+The zoo YAMLs live in the top-level ``cfg/`` folder of the repository and are installed as the
+``yolo_master.cfg`` package, so they resolve from any working directory.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+from ultralytics.utils import YAML
+
+SCALES = "nsmlx"
+FAMILIES = {"": "detect/yolo-master.yaml"}  # name prefix -> family YAML (with a `scales:` table)
+_NAME = re.compile(rf"^(?:yolo-master-)?(?:(?P<family>[a-z]+)-)?(?P<scale>[{SCALES}])$")
+
+
+def cfg_dir() -> Path:
+    """The installed ``cfg/`` folder."""
+    return Path(str(resources.files("yolo_master.cfg")))
+
+
+def zoo_names() -> list[str]:
+    """Every model name the zoo accepts, long form."""
+    return [f"yolo-master-{f + '-' if f else ''}{s}.yaml" for f in FAMILIES for s in SCALES]
+
+
+def resolve(name: str | Path) -> tuple[Path, str | None, str]:
+    """Return ``(yaml path, scale or None, display name)`` for a zoo name or an existing YAML file.
+
+    Raises:
+        FileNotFoundError: one line listing the valid names when ``name`` is neither.
+    """
+    path = Path(name)
+    m = _NAME.match(path.stem)
+    if path.is_file():
+        return path, (m["scale"] if m else None), str(path)
+    if m and path.parent == Path(".") and path.suffix in {"", ".yaml", ".yml"} and (m["family"] or "") in FAMILIES:
+        family = m["family"] or ""
+        return cfg_dir() / FAMILIES[family], m["scale"], f"yolo-master-{family + '-' if family else ''}{m['scale']}.yaml"
+    raise FileNotFoundError(
+        f"unknown model '{name}': not a file and not a zoo name; valid names: {', '.join(zoo_names())} "
+        "(short forms like 'n.yaml' work too)"
+    )
+
+
+def load_model_yaml(name: str | Path) -> dict:
+    """Load a model YAML by zoo name or path, with ``scale`` set from the name when it has one."""
+    path, scale, display = resolve(name)
+    try:
+        d = YAML.load(path)
+    except Exception as e:
+        raise ValueError(f"cannot read model YAML {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if not isinstance(d, dict) or not isinstance(d.get("backbone"), list) or not isinstance(d.get("head"), list):
+        raise ValueError(f"model YAML {path} must be a mapping with 'backbone' and 'head' lists")
+    scales = d.get("scales") or {}
+    if scale and scales and scale not in scales:
+        raise ValueError(f"model YAML {path} has no scale '{scale}' (it defines {', '.join(scales)})")
+    d["scale"] = scale or d.get("scale") or (next(iter(scales)) if scales else "")
+    d["yaml_file"] = display
+    return d
