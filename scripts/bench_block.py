@@ -5,7 +5,8 @@
 
 One block (same weights throughout); for each K the gate is biased to force every combination of K
 experts in turn and the table shows the mean over combinations of each combination's median time,
-with its ratio to the K=E row of the same strategy. The acceptance bar of the foundation issue is "K=2 of 4 <= 0.65x K=4" in eval, batch 1.
+with its ratio to the K=E row of the same strategy.
+The acceptance bar of the foundation issue is "K=2 of 4 <= 0.65x K=4" in eval, batch 1.
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ def resolve(name: str | Path) -> tuple[Path, str | None, str]:
         return path, (m["scale"] if m else None), str(path)
     if m and path.parent == Path(".") and path.suffix in {"", ".yaml", ".yml"} and (m["family"] or "") in FAMILIES:
         family = m["family"] or ""
-        return cfg_dir() / FAMILIES[family], m["scale"], f"yolo-master-{family + '-' if family else ''}{m['scale']}.yaml"
+        display = f"yolo-master-{family + '-' if family else ''}{m['scale']}.yaml"
+        return cfg_dir() / FAMILIES[family], m["scale"], display
     raise FileNotFoundError(
         f"unknown model '{name}': not a file and not a zoo name; valid names: {', '.join(zoo_names())} "
         "(short forms like 'n.yaml' work too)"

@@ -86,7 +86,8 @@ def generate(out: Path, train: int = 128, val: int = 32, imgsz: int = 320, seed:
                 rows = (f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for c, x, y, w, h in labels)
                 (tmp / "labels" / split / f"{i:06d}.txt").write_text("\n".join(rows) + "\n")
         names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASSES))
-        (tmp / "shapes.yaml").write_text(f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+        spec = f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n"
+        (tmp / "shapes.yaml").write_text(spec)
         (tmp / "generator.json").write_text(json.dumps(params))
         if out.exists():
             shutil.rmtree(out)

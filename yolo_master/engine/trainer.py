@@ -28,7 +28,8 @@ class YOLOMasterDetectionTrainer(MoETrainerMixin, DetectionTrainer):
     """Trains :class:`YOLOMasterDetectionModel`; logs ``moe_loss`` beside box/cls/dfl."""
 
     def get_model(self, cfg=None, weights=None, verbose: bool = True):
-        model = YOLOMasterDetectionModel(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose and RANK == -1)
+        verbose = verbose and RANK == -1
+        model = YOLOMasterDetectionModel(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose)
         model = self.set_model_names_for_load(model)
         if weights:
             model.load(weights)

@@ -144,4 +144,3 @@ class ESMoE(nn.Module):
             f"{self.c1}, {self.c2}, num_experts={self.num_experts}, top_k={self.top_k}, "
             f"kernels={kernels}, shortcut={self.add}, strategy={self._strategy}"
         )
-
