@@ -1,0 +1,46 @@
+"""Measure every zoo scale: parameters, active parameters and GFLOPs at 640 vs the published targets.
+
+    python scripts/zoo_table.py [--out reports/zoo.md]
+
+Prints the markdown table the README's "Model zoo" section is copied from.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ultralytics.utils.torch_utils import get_flops
+
+from yolo_master import YOLOMaster
+from yolo_master.info import active_params
+
+TARGETS = {"n": (2.69, 8.8), "s": (9.71, 29.4), "m": (23.9, 98.0), "l": (30.2, 119.7), "x": (67.4, 266.1)}
+
+
+def main(argv: list[str] | None = None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path)
+    a = ap.parse_args(argv)
+    rows = [
+        "| model | params (M) | target | diff | active (M) | GFLOPs@640 | target | diff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for scale, (tp, tf) in TARGETS.items():
+        net = YOLOMaster(f"yolo-master-{scale}.yaml").model
+        p = sum(x.numel() for x in net.parameters()) / 1e6
+        f = get_flops(net, 640)
+        rows.append(
+            f"| yolo-master-{scale} | {p:.2f} | {tp} | {p / tp - 1:+.1%} | {active_params(net) / 1e6:.2f} "
+            f"| {f:.1f} | {tf} | {f / tf - 1:+.1%} |"
+        )
+    table = "\n".join(rows)
+    print(table)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(table + "\n")
+    return table
+
+
+if __name__ == "__main__":
+    main()

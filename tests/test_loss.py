@@ -1,0 +1,68 @@
+"""The MoE term in the task loss: weighted by ``moe``, logged as ``moe_loss``, gradient to the gates."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from yolo_master import ESMoE, YOLOMaster
+from yolo_master.models.moe_loss import DEFAULT_MOE_GAIN
+
+
+def _batch(n=2, size=64):
+    return {
+        "img": torch.rand(n, 3, size, size),
+        "batch_idx": torch.tensor([0.0, 1.0]),
+        "cls": torch.tensor([[1.0], [2.0]]),
+        "bboxes": torch.tensor([[0.5, 0.5, 0.3, 0.3], [0.4, 0.4, 0.2, 0.5]]),
+    }
+
+
+def _model(moe=None):
+    """A model with hyperparameters as the trainer sets them (a namespace, ``moe`` included if given)."""
+    from ultralytics.cfg import get_cfg
+
+    model = YOLOMaster("n.yaml").model
+    model.args = get_cfg()
+    if moe is not None:
+        model.args.moe = moe
+    return model.train()
+
+
+def test_loss_has_moe_item_and_gradient_reaches_every_gate():
+    model = _model(moe=1.5)
+    loss, items = model.loss(_batch())
+    assert set(items) >= {"box_loss", "cls_loss", "dfl_loss", "moe_loss"}
+    assert items["moe_loss"] > 0
+    loss.backward()
+    gates = [m.router.logits.weight.grad for m in model.modules() if isinstance(m, ESMoE)]
+    assert len(gates) == 3 and all(g is not None and g.abs().sum() > 0 for g in gates)
+
+
+def test_moe_gain_scales_the_term_and_zero_removes_it():
+    torch.manual_seed(0)
+    batch = _batch()
+    base = _model(moe=1.0)
+    doubled = copy.deepcopy(base)
+    doubled.args.moe = 2.0
+    off = copy.deepcopy(base)
+    off.args.moe = 0.0
+    items = [m.loss(batch)[1]["moe_loss"] for m in (base, doubled, off)]
+    assert torch.isclose(items[1], 2 * items[0]) and items[2] == 0
+    total_base, total_off = base.loss(batch)[0], off.loss(batch)[0]
+    assert torch.isclose(total_base - total_off, items[0] * 2, rtol=1e-4)  # term x batch size 2
+
+
+def test_default_gain_is_documented_value():
+    model = _model()
+    assert not hasattr(model.args, "moe")
+    assert model.loss(_batch())[1]["moe_loss"] > 0
+    assert DEFAULT_MOE_GAIN == 0.5
+
+
+def test_model_deep_copies_after_a_training_forward():
+    model = _model()
+    model(torch.rand(2, 3, 64, 64))  # pending aux losses with autograd history
+    clone = copy.deepcopy(model)  # what Ultralytics' EMA does
+    assert all(m.take_aux_loss() is None for m in clone.modules() if isinstance(m, ESMoE))

@@ -1,0 +1,82 @@
+"""The package as users install it: zoo YAMLs ship inside it, version range enforced, export bench is torch-free."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from yolo_master.compat import check_ultralytics_version
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_non_editable_install_resolves_zoo_names_from_anywhere(tmp_path):
+    target = tmp_path / "site"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--target",
+            str(target),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (target / "yolo_master" / "cfg" / "detect" / "yolo-master.yaml").is_file()
+    code = (
+        "import yolo_master, sys\n"
+        "from yolo_master import YOLOMaster\n"
+        f"assert yolo_master.__file__.startswith(r'{target}'), yolo_master.__file__\n"
+        "m = YOLOMaster('s.yaml')\n"
+        "print(m.model.yaml['yaml_file'], sum(p.numel() for p in m.model.parameters()))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1].startswith("yolo-master-s.yaml ")
+
+
+@pytest.mark.parametrize("version", ["8.3.200", "8.5.0", "9.0.0"])
+def test_untested_ultralytics_fails_with_the_range(version, monkeypatch):
+    monkeypatch.delenv("YOLO_MASTER_SKIP_VERSION_CHECK", raising=False)
+    with pytest.raises(ImportError, match=r"ultralytics>=8\.4\.180,<8\.5\.0"):
+        check_ultralytics_version(version)
+
+
+def test_tested_ultralytics_passes():
+    check_ultralytics_version("8.4.190")
+
+
+def test_export_bench_times_onnx_without_importing_torch(tmp_path):
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(model, torch.zeros(1, 3, 32, 32), str(path), dynamo=False)
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['bench.py', r'{path}', r'{path}', '--runs', '3', '--warmup', '1']\n"
+        f"runpy.run_path(r'{REPO / 'export' / 'bench.py'}', run_name='__main__')\n"
+        "assert 'torch' not in sys.modules, 'export/bench.py imported torch'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("| tiny.onnx | 1x3x32x32 |") == 2 and "1.00x" in proc.stdout
