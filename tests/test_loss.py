@@ -66,3 +66,21 @@ def test_model_deep_copies_after_a_training_forward():
     model(torch.rand(2, 3, 64, 64))  # pending aux losses with autograd history
     clone = copy.deepcopy(model)  # what Ultralytics' EMA does
     assert all(m.take_aux_loss() is None for m in clone.modules() if isinstance(m, ESMoE))
+
+
+def test_moe_gain_precedence_given_then_resumed_then_default():
+    from types import SimpleNamespace
+
+    from yolo_master.engine.hyp import apply_extra_hyp, pop_extra_hyp
+
+    resumed = SimpleNamespace(moe=1.5)  # args restored from a checkpoint on resume=True
+    apply_extra_hyp(resumed, pop_extra_hyp({}))
+    assert resumed.moe == 1.5
+    overrides = {"moe": "1.0", "epochs": 3}
+    given = pop_extra_hyp(overrides)
+    assert overrides == {"epochs": 3}  # Ultralytics never sees the key
+    apply_extra_hyp(resumed, given)
+    assert resumed.moe == 1.0
+    fresh = SimpleNamespace()
+    apply_extra_hyp(fresh, {})
+    assert fresh.moe == DEFAULT_MOE_GAIN

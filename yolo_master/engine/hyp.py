@@ -15,12 +15,12 @@ EXTRA_HYP = {"moe": DEFAULT_MOE_GAIN}  # name -> default
 
 
 def pop_extra_hyp(overrides: dict) -> dict:
-    """Remove and validate our keys from ``overrides``; return them with defaults filled in."""
+    """Remove and validate our keys from ``overrides``; return the ones that were given."""
     extra = {}
     for key, default in EXTRA_HYP.items():
         value = overrides.pop(key, None)
         if value is None:
-            value = default
+            continue
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -29,6 +29,16 @@ def pop_extra_hyp(overrides: dict) -> dict:
             raise ValueError(f"'{key}={value}' must be >= 0 (0 turns the MoE balancing loss off)")
         extra[key] = value
     return extra
+
+
+def apply_extra_hyp(args, given: dict) -> None:
+    """Set our keys on ``args``: given values win, then what ``args`` already has (a resumed run's
+    checkpoint), then the defaults."""
+    for key, default in EXTRA_HYP.items():
+        if key in given:
+            setattr(args, key, given[key])
+        elif getattr(args, key, None) is None:
+            setattr(args, key, default)
 
 
 @contextmanager

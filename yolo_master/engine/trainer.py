@@ -6,7 +6,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, RANK
 
 from ..models import YOLOMasterDetectionModel
-from .hyp import pop_extra_hyp, without_extra_hyp
+from .hyp import apply_extra_hyp, pop_extra_hyp, without_extra_hyp
 
 
 class MoETrainerMixin:
@@ -14,10 +14,9 @@ class MoETrainerMixin:
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks=None) -> None:
         overrides = dict(overrides or {})
-        extra = pop_extra_hyp(overrides)
+        given = pop_extra_hyp(overrides)
         super().__init__(cfg, overrides, _callbacks)
-        for key, value in extra.items():
-            setattr(self.args, key, value)
+        apply_extra_hyp(self.args, given)
 
     def get_validator(self):
         with without_extra_hyp(self.args):
