@@ -2,6 +2,7 @@
 
     python export/bench.py a.onnx [b.onnx ...] [--threads 2] [--runs 50] [--out reports/ort.md]
 
+Standalone on purpose (no torch, no yolo_master import), so it runs on a bare deployment box.
 Each model runs on random input of its own static shape (dynamic axes become 1 / 640). The table
 lists the median and p90 latency in ms and each model's ratio to the first one.
 """

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from report import emit
 
 from yolo_master.nn import ESMoE
 
@@ -84,12 +85,7 @@ def main(argv: list[str] | None = None) -> str:
             ms = mean_over_routes(block, k, x, a.runs)
             base = base or ms
             rows.append(f"| {strategy} | {k} | {ms:.2f} | {ms / base:.2f}x |")
-    table = "\n".join(rows)
-    print(table)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(table + "\n")
-    return table
+    return emit("\n".join(rows), a.out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from report import emit
 from ultralytics.utils.torch_utils import get_flops
 
 from yolo_master import YOLOMaster
@@ -34,12 +35,7 @@ def main(argv: list[str] | None = None) -> str:
             f"| yolo-master-{scale} | {p:.2f} | {tp} | {p / tp - 1:+.1%} | {active_params(net) / 1e6:.2f} "
             f"| {f:.1f} | {tf} | {f / tf - 1:+.1%} |"
         )
-    table = "\n".join(rows)
-    print(table)
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(table + "\n")
-    return table
+    return emit("\n".join(rows), a.out)
 
 
 if __name__ == "__main__":

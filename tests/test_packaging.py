@@ -80,3 +80,29 @@ def test_export_bench_times_onnx_without_importing_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("| tiny.onnx | 1x3x32x32 |") == 2 and "1.00x" in proc.stdout
+
+
+def test_block_benchmark_script_prints_every_strategy_and_k(tmp_path):
+    out = tmp_path / "block.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench_block.py"),
+            "--channels",
+            "8",
+            "--size",
+            "8",
+            "--runs",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "ms" not in line]
+    assert [r.split("|")[1:3] for r in rows] == [
+        [f" {s} ", f" {k} "] for s in ("select", "grouped", "dense") for k in (4, 3, 2, 1)
+    ]
