@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import yolo_master  # noqa: F401  (offline defaults + registration before anything else imports ultralytics)
 
@@ -34,3 +35,21 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600, wrapper: list[str] | None
     env.pop("YOLO_MASTER_DEBUG", None)
     cmd = (wrapper or cli_command()) + list(args)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def real_batch(task, data_path):
+    """Four samples as Ultralytics' own dataloader collates them for ``task``."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_yolo_dataset
+    from ultralytics.data.dataset import ClassificationDataset
+    from ultralytics.data.utils import check_cls_dataset, check_det_dataset
+
+    cfg = get_cfg(overrides={"task": task, "imgsz": 64, "mosaic": 0.0})
+    if task == "classify":
+        data = check_cls_dataset(str(data_path))
+        ds = ClassificationDataset(str(data["train"]), args=cfg, augment=False, prefix="")
+        items = [ds[i] for i in range(4)]
+        return {"img": torch.stack([x["img"] for x in items]), "cls": torch.tensor([x["cls"] for x in items])}
+    data = check_det_dataset(str(data_path))
+    ds = build_yolo_dataset(cfg, data["train"], 4, data, mode="val")
+    return ds.collate_fn([ds[i] for i in range(4)])

@@ -1,4 +1,4 @@
-"""The offline ``shapes`` dataset: deterministic, valid YOLO labels, reachable as ``data=shapes``."""
+"""The offline ``shapes`` datasets: deterministic, valid labels for every task, reachable by name."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import hashlib
 
 import numpy as np
 import pytest
+from ultralytics.data.utils import check_cls_dataset, check_det_dataset
 
-from yolo_master.data import resolve_data
-from yolo_master.data.shapes import CLASSES, draw_image, generate
+from yolo_master.data import BUILTIN, resolve_data
+from yolo_master.data.shapes import CLASSES, KEYPOINTS, TASKS, draw_scene, generate
 
 
 def _digest(root):
@@ -19,32 +20,61 @@ def _digest(root):
     return h.hexdigest()
 
 
-def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
-    a = generate(tmp_path / "a", train=4, val=2, imgsz=64, seed=3).parent
-    b = generate(tmp_path / "b", train=4, val=2, imgsz=64, seed=3).parent
-    c = generate(tmp_path / "c", train=4, val=2, imgsz=64, seed=4).parent
+@pytest.mark.parametrize("task", TASKS)
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, task):
+    a, b, c = (
+        generate(tmp_path / n, train=4, val=2, imgsz=64, seed=s, task=task) for n, s in (("a", 3), ("b", 3), ("c", 4))
+    )
+    a, b, c = (p if p.is_dir() else p.parent for p in (a, b, c))
     assert _digest(a) == _digest(b) != _digest(c)
 
 
-def test_labels_are_valid_yolo_rows(tmp_path):
-    root = generate(tmp_path / "s", train=20, val=5, imgsz=128, seed=0).parent
-    sizes = []
+def _rows(root):
     for label in (root / "labels").rglob("*.txt"):
-        for line in label.read_text().split("\n"):
-            if not line:
-                continue
-            cls, *box = line.split()
-            assert 0 <= int(cls) < len(CLASSES)
-            assert len(box) == 4 and all(0.0 <= float(v) <= 1.0 for v in box)
-            sizes.append(float(box[2]))
-    assert min(sizes) < 0.05 and max(sizes) > 0.3  # many scales, tiny to large
-    assert len(list((root / "images" / "train").glob("*.jpg"))) == 20
+        yield from (line.split() for line in label.read_text().splitlines() if line)
 
 
-def test_draw_image_is_a_pure_function_of_the_rng():
-    one = draw_image(np.random.default_rng([0, 7]), 64)
-    two = draw_image(np.random.default_rng([0, 7]), 64)
-    assert np.array_equal(one[0], two[0]) and one[1] == two[1]
+def test_detect_labels_are_valid_boxes_at_many_scales(tmp_path):
+    root = generate(tmp_path / "s", train=20, val=5, imgsz=128, seed=0).parent
+    widths = []
+    for cls, *box in _rows(root):
+        assert 0 <= int(cls) < len(CLASSES) and len(box) == 4 and all(0 <= float(v) <= 1 for v in box)
+        widths.append(float(box[2]))
+    assert min(widths) < 0.05 and max(widths) > 0.3
+    assert check_det_dataset(str(root / "data.yaml"))["nc"] == len(CLASSES)
+
+
+@pytest.mark.parametrize("task,columns", [("segment", None), ("pose", 4 + 3 * KEYPOINTS), ("obb", 8)])
+def test_task_labels_have_the_right_shape(tmp_path, task, columns):
+    yaml_path = generate(tmp_path / task, train=6, val=2, imgsz=96, seed=1, task=task)
+    rows = list(_rows(yaml_path.parent))
+    assert rows
+    for cls, *values in rows:
+        assert 0 <= int(cls) < len(CLASSES)
+        if columns:
+            assert len(values) == columns
+        else:  # polygon: x y pairs, at least a triangle
+            assert len(values) % 2 == 0 and len(values) >= 6
+        assert all(0 <= float(v) <= 2 for v in values)  # coordinates in [0, 1], visibility flags 2
+    data = check_det_dataset(str(yaml_path))
+    if task == "pose":
+        assert data["kpt_shape"] == [KEYPOINTS, 3]
+
+
+def test_classify_has_every_class_in_every_split(tmp_path):
+    root = generate(tmp_path / "cls", train=10, val=5, imgsz=64, task="classify")
+    for split in ("train", "val"):
+        assert sorted(p.name for p in (root / split).iterdir()) == sorted(CLASSES)
+    assert check_cls_dataset(str(root))["nc"] == len(CLASSES)
+
+
+def test_shapes_never_overlap_and_stay_inside():
+    _, shapes = draw_scene(np.random.default_rng(5), 128, count=(12, 13))
+    centres = [(s.polygon.mean(0), np.linalg.norm(s.polygon - s.polygon.mean(0), axis=1).max()) for s in shapes]
+    for i, (ci, ri) in enumerate(centres):
+        assert (ci - ri >= -1).all() and (ci + ri <= 129).all()
+        for cj, rj in centres[i + 1 :]:
+            assert np.linalg.norm(ci - cj) > ri + rj
 
 
 def test_regeneration_is_skipped_when_parameters_match(tmp_path):
@@ -53,16 +83,36 @@ def test_regeneration_is_skipped_when_parameters_match(tmp_path):
     assert generate(tmp_path / "s", train=2, val=1, imgsz=64).stat().st_mtime_ns == stamp
 
 
-def test_data_shapes_resolves_to_a_generated_yaml(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "name,task",
+    [
+        ("shapes", "detect"),
+        ("shapes-seg", "segment"),
+        ("shapes-pose", "pose"),
+        ("shapes-obb", "obb"),
+        ("shapes-cls", "classify"),
+        ("shapes.yaml", "detect"),
+    ],
+)
+def test_builtin_names_resolve_to_generated_data(tmp_path, monkeypatch, name, task):
     import ultralytics.utils
 
+    import yolo_master.data as data
+
+    calls = []
     monkeypatch.setattr(ultralytics.utils, "DATASETS_DIR", tmp_path)
-    path = resolve_data("shapes")
-    assert path == str(tmp_path / "shapes" / "shapes.yaml")
-    assert "names:" in (tmp_path / "shapes" / "shapes.yaml").read_text()
-    assert resolve_data("coco8.yaml") == "coco8.yaml"  # anything else is passed through to Ultralytics
+    monkeypatch.setattr(data, "generate", lambda out, task: calls.append((out, task)) or out / "data.yaml")
+    assert resolve_data(name) == str(tmp_path / name.removesuffix(".yaml") / "data.yaml")
+    assert calls == [(tmp_path / name.removesuffix(".yaml"), task)]
+    assert set(BUILTIN.values()) == set(TASKS)
+
+
+def test_other_data_passes_through():
+    assert resolve_data("coco8.yaml") == "coco8.yaml"
 
 
 def test_bad_generator_arguments(tmp_path):
     with pytest.raises(ValueError, match="imgsz >= 32"):
         generate(tmp_path / "x", train=1, val=1, imgsz=8)
+    with pytest.raises(ValueError, match="unknown shapes task"):
+        generate(tmp_path / "x", task="depth")

@@ -84,3 +84,42 @@ def test_moe_gain_precedence_given_then_resumed_then_default():
     fresh = SimpleNamespace()
     apply_extra_hyp(fresh, {})
     assert fresh.moe == DEFAULT_MOE_GAIN
+
+
+def test_paper_loss_configurations_by_hyperparameters(shapes_yaml):
+    """Table 8: DFL on/off x MoE 0.5 / 1.0 / 1.5, set with dfl= and moe= alone."""
+    from conftest import real_batch
+    from ultralytics.cfg import get_cfg
+
+    batch = real_batch("detect", shapes_yaml)
+    batch["img"] = batch["img"].float() / 255
+    torch.manual_seed(0)
+    model = YOLOMaster("n.yaml").model.train()
+    items = {}
+    for dfl, moe in ((1.5, 0.5), (0.0, 0.5), (1.5, 1.0), (1.5, 1.5), (0.0, 1.5)):
+        model.args = get_cfg(overrides={"dfl": dfl})
+        model.args.moe = moe
+        model.criterion = None
+        items[dfl, moe] = model.loss(batch)[1]
+    assert items[0.0, 1.5]["dfl_loss"] == 0 and items[1.5, 1.5]["dfl_loss"] > 0
+    assert torch.isclose(items[1.5, 1.5]["moe_loss"], 3 * items[1.5, 0.5]["moe_loss"])
+
+
+def test_head_without_the_distribution(tmp_path, shapes_yaml):
+    """``reg_max: 1`` in the model YAML: a head that regresses boxes directly, no DFL term at all."""
+    from conftest import real_batch
+    from ultralytics.cfg import get_cfg
+
+    from yolo_master.zoo import load_model_yaml
+
+    d = load_model_yaml("n.yaml")
+    d["reg_max"] = 1
+    from yolo_master.models import YOLOMasterDetectionModel
+
+    model = YOLOMasterDetectionModel(d, verbose=False).train()
+    model.args = get_cfg()
+    batch = real_batch("detect", shapes_yaml)
+    batch["img"] = batch["img"].float() / 255
+    loss, items = model.loss(batch)
+    assert model.model[-1].reg_max == 1
+    assert "dfl_loss" not in items and items["moe_loss"] > 0  # Ultralytics swaps DFL for an L1 box term

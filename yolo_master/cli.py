@@ -2,7 +2,7 @@
 
     yolo-master MODE [key=value ...] [--key value ...] [--flag ...]
 
-Modes: train, val, predict, export, info. Keys are Ultralytics' (``yolo cfg`` lists them) plus
+Modes: train, val, predict, export, routes, info. Keys are Ultralytics' (``yolo cfg`` lists them) plus
 ``moe`` for train. Both spellings work: ``epochs=3``, ``--epochs 3``, ``--epochs=3``; a bare
 ``--flag`` means ``flag=True``. Bad input ends with one line on stderr and exit status 2.
 """
@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-USAGE = "usage: yolo-master {train,val,predict,export,info} [key=value ...] [--key value ...]"
+USAGE = "usage: yolo-master {train,val,predict,export,routes,info} [key=value ...] [--key value ...]"
 
 MODES = {
     "train": (
@@ -36,6 +36,11 @@ MODES = {
         "Export a model to another format (onnx, torchscript, engine, ...).",
         ["format"],
         "yolo-master export model=best.pt format=onnx",
+    ),
+    "routes": (
+        "Show which experts each ES-MoE layer chose for each image, as a heat map (routes.png + .csv).",
+        ["source"],
+        "yolo-master routes model=runs/detect/train/weights/best.pt source=path/to/images",
     ),
     "info": (
         "Print the layer table (ESMoE rows), parameters, active parameters and GFLOPs.",
@@ -136,10 +141,19 @@ def run(mode: str, args: dict):
     if mode == "info":
         print(model_info(model, imgsz=args.get("imgsz", 640)))
         return None
+    if mode in {"predict", "routes"} and not Path(str(args["source"])).exists() and "://" not in str(args["source"]):
+        raise FileNotFoundError(f"source '{args['source']}' does not exist")
+    if mode == "routes":
+        from .routes import routes
+
+        unused = set(args) - {"source", "imgsz", "project", "name"}
+        if unused:
+            raise UsageError(f"routes takes source, imgsz, project and name; not {', '.join(sorted(unused))}")
+        png = routes(model, args.pop("source"), **args)
+        print(f"routes written to {png} and {png.with_suffix('.csv')}")
+        return png
     if mode == "predict":
         args.setdefault("save", True)
-        if not Path(str(args["source"])).exists() and "://" not in str(args["source"]):
-            raise FileNotFoundError(f"source '{args['source']}' does not exist")
     return getattr(model, mode)(**args)
 
 

@@ -11,8 +11,14 @@ from ultralytics.nn.tasks import guess_model_task
 from ultralytics.utils import DEFAULT_CFG_DICT, RANK
 
 from .data import resolve_data
-from .engine import YOLOMasterDetectionTrainer
-from .models import YOLOMasterDetectionModel
+from .engine import (
+    YOLOMasterClassificationTrainer,
+    YOLOMasterDetectionTrainer,
+    YOLOMasterOBBTrainer,
+    YOLOMasterPoseTrainer,
+    YOLOMasterSegmentationTrainer,
+)
+from .models import TASK_MODELS
 from .zoo import load_model_yaml, resolve
 
 
@@ -61,11 +67,23 @@ class YOLOMaster(Model):
 
     @property
     def task_map(self) -> dict[str, dict[str, Any]]:
+        """Our models and trainers; Ultralytics' validators and predictors."""
+        stock = {
+            "detect": (YOLOMasterDetectionTrainer, yolo.detect.DetectionValidator, yolo.detect.DetectionPredictor),
+            "segment": (
+                YOLOMasterSegmentationTrainer,
+                yolo.segment.SegmentationValidator,
+                yolo.segment.SegmentationPredictor,
+            ),
+            "pose": (YOLOMasterPoseTrainer, yolo.pose.PoseValidator, yolo.pose.PosePredictor),
+            "obb": (YOLOMasterOBBTrainer, yolo.obb.OBBValidator, yolo.obb.OBBPredictor),
+            "classify": (
+                YOLOMasterClassificationTrainer,
+                yolo.classify.ClassificationValidator,
+                yolo.classify.ClassificationPredictor,
+            ),
+        }
         return {
-            "detect": {
-                "model": YOLOMasterDetectionModel,
-                "trainer": YOLOMasterDetectionTrainer,
-                "validator": yolo.detect.DetectionValidator,
-                "predictor": yolo.detect.DetectionPredictor,
-            },
+            task: {"model": TASK_MODELS[task], "trainer": trainer, "validator": validator, "predictor": predictor}
+            for task, (trainer, validator, predictor) in stock.items()
         }

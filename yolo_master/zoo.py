@@ -13,7 +13,13 @@ from pathlib import Path
 from ultralytics.utils import YAML
 
 SCALES = "nsmlx"
-FAMILIES = {"": "detect/yolo-master.yaml"}  # name prefix -> family YAML (with a `scales:` table)
+FAMILIES = {  # name prefix -> family YAML (each with a `scales:` table)
+    "": "detect/yolo-master.yaml",
+    "seg": "segment/yolo-master-seg.yaml",
+    "cls": "classify/yolo-master-cls.yaml",
+    "pose": "pose/yolo-master-pose.yaml",
+    "obb": "obb/yolo-master-obb.yaml",
+}
 _NAME = re.compile(rf"^(?:yolo-master-)?(?:(?P<family>[a-z]+)-)?(?P<scale>[{SCALES}])$")
 
 
@@ -43,7 +49,7 @@ def resolve(name: str | Path) -> tuple[Path, str | None, str]:
         return cfg_dir() / FAMILIES[family], m["scale"], display
     raise FileNotFoundError(
         f"unknown model '{name}': not a file and not a zoo name; valid names: {', '.join(zoo_names())} "
-        "(short forms like 'n.yaml' work too)"
+        "(short forms like 'n.yaml' or 'seg-n.yaml' work too)"
     )
 
 

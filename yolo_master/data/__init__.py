@@ -1,4 +1,5 @@
-"""Offline datasets: ``data=shapes`` resolves to a generated copy, never a download."""
+"""Offline datasets: ``data=shapes`` (and ``shapes-seg``, ``-pose``, ``-obb``, ``-cls``) resolve to a
+generated copy, never a download."""
 
 from __future__ import annotations
 
@@ -6,15 +7,21 @@ from pathlib import Path
 
 from .shapes import generate
 
-BUILTIN = {"shapes": generate}
+BUILTIN = {
+    "shapes": "detect",
+    "shapes-seg": "segment",
+    "shapes-pose": "pose",
+    "shapes-obb": "obb",
+    "shapes-cls": "classify",
+}
 
 
 def resolve_data(data):
-    """Return a data YAML path for a built-in name (generated once, cached), else ``data`` unchanged."""
+    """Return the data YAML (or folder) for a built-in name, generated once and cached; else ``data`` unchanged."""
     name = str(data)
     key = name[:-5] if name.endswith(".yaml") else name
     if key in BUILTIN and not Path(name).exists():
         from ultralytics.utils import DATASETS_DIR
 
-        return str(BUILTIN[key](Path(DATASETS_DIR) / key))
+        return str(generate(Path(DATASETS_DIR) / key, task=BUILTIN[key]))
     return data

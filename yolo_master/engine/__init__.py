@@ -1,5 +1,17 @@
 """Trainer glue between YOLO-Master models and Ultralytics' engine."""
 
-from .trainer import YOLOMasterDetectionTrainer
+from .trainer import (
+    YOLOMasterClassificationTrainer,
+    YOLOMasterDetectionTrainer,
+    YOLOMasterOBBTrainer,
+    YOLOMasterPoseTrainer,
+    YOLOMasterSegmentationTrainer,
+)
 
-__all__ = ("YOLOMasterDetectionTrainer",)
+__all__ = (
+    "YOLOMasterClassificationTrainer",
+    "YOLOMasterDetectionTrainer",
+    "YOLOMasterOBBTrainer",
+    "YOLOMasterPoseTrainer",
+    "YOLOMasterSegmentationTrainer",
+)

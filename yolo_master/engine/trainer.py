@@ -1,22 +1,42 @@
-"""Detection trainer: Ultralytics' ``DetectionTrainer`` with our model class and the ``moe`` gain."""
+"""Trainers: Ultralytics' task trainers with our models, the ``moe`` gain and routing statistics."""
 
 from __future__ import annotations
 
-from ultralytics.models.yolo.detect import DetectionTrainer
-from ultralytics.utils import DEFAULT_CFG, RANK
+from pathlib import Path
 
-from ..models import YOLOMasterDetectionModel
+from ultralytics.models.yolo.classify import ClassificationTrainer
+from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.models.yolo.obb import OBBTrainer
+from ultralytics.models.yolo.pose import PoseTrainer
+from ultralytics.models.yolo.segment import SegmentationTrainer
+from ultralytics.utils import DEFAULT_CFG
+
+from ..models import promote
+from ..zoo import load_model_yaml
 from .hyp import apply_extra_hyp, pop_extra_hyp, without_extra_hyp
+from .routing_stats import RoutingStats
 
 
 class MoETrainerMixin:
-    """Accepts our hyperparameters (``moe``) on top of Ultralytics' and keeps them off the validator."""
+    """What every YOLO-Master trainer adds to its Ultralytics parent.
+
+    - ``moe`` (and future extra hyperparameters) accepted, validated, kept off the validator;
+    - the model Ultralytics builds for the task promoted to our subclass (adds the MoE loss);
+    - per-layer routing statistics: ``routing.csv``, ``routing.png`` and a collapse warning.
+    """
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks=None) -> None:
         overrides = dict(overrides or {})
         given = pop_extra_hyp(overrides)
         super().__init__(cfg, overrides, _callbacks)
         apply_extra_hyp(self.args, given)
+        self.routing_stats = RoutingStats()
+        self.routing_stats.attach(self)
+
+    def get_model(self, cfg=None, weights=None, verbose: bool = True):
+        if isinstance(cfg, (str, Path)):  # a zoo name reaches here in DDP workers and resumed runs
+            cfg = load_model_yaml(cfg)
+        return promote(super().get_model(cfg=cfg, weights=weights, verbose=verbose))
 
     def get_validator(self):
         with without_extra_hyp(self.args):
@@ -24,12 +44,20 @@ class MoETrainerMixin:
 
 
 class YOLOMasterDetectionTrainer(MoETrainerMixin, DetectionTrainer):
-    """Trains :class:`YOLOMasterDetectionModel`; logs ``moe_loss`` beside box/cls/dfl."""
+    """Detection: box / cls / dfl / moe losses."""
 
-    def get_model(self, cfg=None, weights=None, verbose: bool = True):
-        verbose = verbose and RANK == -1
-        model = YOLOMasterDetectionModel(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose)
-        model = self.set_model_names_for_load(model)
-        if weights:
-            model.load(weights)
-        return model
+
+class YOLOMasterSegmentationTrainer(MoETrainerMixin, SegmentationTrainer):
+    """Instance segmentation: box / seg / cls / dfl / moe losses."""
+
+
+class YOLOMasterPoseTrainer(MoETrainerMixin, PoseTrainer):
+    """Pose: box / pose / kobj / cls / dfl / moe losses."""
+
+
+class YOLOMasterOBBTrainer(MoETrainerMixin, OBBTrainer):
+    """Oriented boxes: box / cls / dfl / angle / moe losses."""
+
+
+class YOLOMasterClassificationTrainer(MoETrainerMixin, ClassificationTrainer):
+    """Classification: cross-entropy + moe."""

@@ -1,5 +1,21 @@
 """Task models of YOLO-Master."""
 
-from .detect import YOLOMasterDetectionModel
+from .tasks import (
+    TASK_MODELS,
+    YOLOMasterClassificationModel,
+    YOLOMasterDetectionModel,
+    YOLOMasterOBBModel,
+    YOLOMasterPoseModel,
+    YOLOMasterSegmentationModel,
+    promote,
+)
 
-__all__ = ("YOLOMasterDetectionModel",)
+__all__ = (
+    "TASK_MODELS",
+    "YOLOMasterClassificationModel",
+    "YOLOMasterDetectionModel",
+    "YOLOMasterOBBModel",
+    "YOLOMasterPoseModel",
+    "YOLOMasterSegmentationModel",
+    "promote",
+)

@@ -40,9 +40,10 @@ def moe_gain(args) -> float:
 class MoECriterion:
     """Wraps a task criterion: same call, plus the weighted balancing loss and a ``moe_loss`` item."""
 
-    def __init__(self, criterion, model: nn.Module) -> None:
+    def __init__(self, criterion, model: nn.Module, per_image: bool = True) -> None:
         self.criterion = criterion
         self.model = model
+        self.per_image = per_image  # the task loss is a sum over the batch (x batch size), not a mean
         self.layers = moe_layers(model)
 
     def __getattr__(self, name: str):  # hyp, update(), ... of the wrapped criterion stay reachable
@@ -56,4 +57,4 @@ class MoECriterion:
         if aux is None:  # no forward since the last call (e.g. a loss on cached predictions)
             aux, n = loss.new_zeros(()), 1
         weighted = moe_gain(getattr(self.model, "args", None) or {}) * aux
-        return loss.sum() + weighted * n, {**items, LOSS_NAME: weighted.detach()}
+        return loss.sum() + weighted * (n if self.per_image else 1), {**items, LOSS_NAME: weighted.detach()}
