@@ -1,8 +1,8 @@
-"""Measure every zoo scale: parameters, active parameters and GFLOPs at 640 vs the published targets.
+"""Measure every zoo model: parameters, active parameters and GFLOPs at 640 (detection vs published targets).
 
     python scripts/zoo_table.py [--out reports/zoo.md]
 
-Prints the markdown table the README's "Model zoo" section is copied from.
+Prints the markdown tables the README's "Model zoo" section is copied from.
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> str:
             f"| yolo-master-{scale} | {p:.2f} | {tp} | {p / tp - 1:+.1%} | {active_params(net) / 1e6:.2f} "
             f"| {f:.1f} | {tf} | {f / tf - 1:+.1%} |"
         )
+    rows += ["", "| model | params (M) | active (M) | GFLOPs@640 |", "|---|---|---|---|"]
+    for prefix in ("seg", "pose", "obb", "cls"):
+        for scale in TARGETS:
+            net = YOLOMaster(f"yolo-master-{prefix}-{scale}.yaml").model
+            p, f = sum(x.numel() for x in net.parameters()) / 1e6, get_flops(net, 640)
+            rows.append(f"| yolo-master-{prefix}-{scale} | {p:.2f} | {active_params(net) / 1e6:.2f} | {f:.1f} |")
     return emit("\n".join(rows), a.out)
 
 
