@@ -87,7 +87,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, argv, match):
     assert len(errors) == 1 and match in errors[0], proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("mode", [None, "train", "val", "predict", "export", "info"])
+@pytest.mark.parametrize("mode", [None, "train", "val", "predict", "export", "routes", "info"])
 def test_help(tmp_path, mode):
     proc = run_cli(*([mode] if mode else []), "--help", cwd=tmp_path)
     assert proc.returncode == 0
