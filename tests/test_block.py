@@ -14,6 +14,7 @@ from yolo_master.nn import STRATEGIES, ESMoE
 from yolo_master.nn.routing import hard_top_k, load_balancing_loss, soft_top_k
 
 ALL_STRATEGIES = ["auto", *STRATEGIES]
+EAGER = ["auto", "select", "grouped", "dense"]
 
 
 def loop_reference(block: ESMoE, x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +82,8 @@ def test_every_strategy_matches_loop_for_every_combination(strategy, e, k):
         _steer_with_onehot(block, torch.tensor([[10.0 - route.index(i) if i in route else -20.0 for i in range(e)]]), x)
         with torch.no_grad():
             out, ref = block(x), loop_reference(block, x)
-        assert block.last_routing.indices[0].tolist() == list(route)
+        expected = list(route) if k < e else list(range(e))  # K == E: every expert, in expert order
+        assert block.last_routing.indices[0].tolist() == expected
         assert (out - ref).abs().max() <= 1e-5, (strategy, route)
 
 
@@ -209,6 +211,13 @@ def test_channels_last_conversion_keeps_outputs():
 def test_invalid_arguments_raise_a_readable_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ESMoE(8, 8, **kwargs)
+
+
+@pytest.mark.parametrize("strategy", ["slice", "gather", "branch"])
+def test_graph_strategies_are_eval_only(strategy):
+    block = ESMoE(8, 8, 4, 2, strategy=strategy).train()
+    with pytest.raises(ValueError, match="eval / export only"):
+        block(torch.randn(1, 8, 5, 5))
 
 
 def test_repr_shows_experts_and_strategy():

@@ -1,18 +1,32 @@
-"""Execution strategies: how an :class:`ExpertBank` computes ``sum_k w_k * Expert_{i_k}(x)``.
+"""Execution strategies: how an ES-MoE block computes ``Norm(sum_k w_k * Expert_{i_k}(x))``.
 
 Routing decides *which* experts and *how much*; a strategy decides *how* to run them. Every strategy
-returns the same tensor (tests compare each one with a plain loop over experts):
+returns the same tensor (tests compare each one with a plain loop over experts).
+
+Eager (training and inference):
 
 - ``select``  batch-1 inference: read the K chosen indices on the host and run only those experts.
               With a batch it runs as ``grouped``.
 - ``grouped`` batches and training: each chosen expert runs once, on the samples that chose it.
               Loops over experts (at most E iterations), never over samples.
 - ``dense``   baseline: every expert on every sample, unchosen ones weighted by zero.
-- ``auto``    ``select`` for a batch of one in eval mode, ``grouped`` otherwise.
 
-While a graph is being traced for export, ``auto`` runs ``dense``: host-side indexing would bake the
-dummy input's route into the graph. Export strategies that keep routing sparse inside the graph
-(``gather``, ``branch``) are separate work.
+Graph (eval only; what export traces; every BatchNorm folded into the weights, see ``fusion.py``;
+no Loop or NonZero; the batch must be static, images are unrolled one by one where needed):
+
+- ``slice``   each expert's static-weight depthwise convolution runs on ``x[:chosen_e]``, a batch
+              of one image or of none (a Range + Gather on the routing); the K hidden maps are
+              concatenated and one MatMul applies the gathered pointwise weights, with the routing
+              weights and the output norm folded in. Static convolutions keep ONNX Runtime's
+              prepacked / NCHWc fast paths, which dynamic-weight convolutions and If subgraphs lose.
+- ``gather``  no control flow and no data-dependent shapes: Gather the chosen experts' stacked
+              (zero-padded) weights by index, then one depthwise and one pointwise convolution
+              whose weights are graph values. For runtimes without data-dependent shapes.
+- ``branch``  one ``If`` per expert and image around static-weight convolutions: only the taken
+              branches run.
+
+``auto`` is ``select`` for a batch of one in eval mode, ``grouped`` otherwise, and while a graph is
+being traced for export, ``slice`` (the fastest in ONNX Runtime; README "Export" has the numbers).
 """
 
 from __future__ import annotations
@@ -20,46 +34,161 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
+
+from .fusion import fold
 
 Strategy = Callable[..., torch.Tensor]
+GRAPH_STRATEGIES = ("slice", "gather", "branch")
+TRACE_DEFAULT = "slice"
 
 
-def run_select(bank, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def run_select(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Batch of one: the chosen experts in weight order, natively, nothing else."""
     if x.shape[0] != 1:
-        return run_grouped(bank, x, indices, weights)
+        return run_grouped(bank, norm, x, indices, weights)
     out = None
     for e, w in zip(indices[0].tolist(), weights[0].unbind()):
         y = bank.expert(e, x) * w
         out = y if out is None else out + y
-    return out
+    return norm(out)
 
 
-def run_grouped(bank, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def run_grouped(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Each expert runs on exactly the samples that routed to it; results are added back in place."""
     out = x.new_zeros(x.shape[0], bank.c2, x.shape[2], x.shape[3])
     for e in torch.unique(indices).tolist():
         rows, slots = (indices == e).nonzero(as_tuple=True)
         y = bank.expert(e, x[rows]) * weights[rows, slots].view(-1, 1, 1, 1).to(x.dtype)
         out = out.index_add(0, rows, y)
+    return norm(out)
+
+
+def run_dense(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """All E experts on all samples; the masked weight matrix zeroes the unchosen ones."""
+    dense = _dense_weights(bank, indices, weights, x.dtype)
+    return norm(sum(bank.expert(e, x) * dense[:, e].view(-1, 1, 1, 1) for e in range(bank.num_experts)))
+
+
+def run_static(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """K == E: every expert runs, so no selection at all: static weights, no TopK, no Gather."""
+    f = fold(bank, norm)
+    out = f.bias.view(1, -1, 1, 1)
+    for e, k in enumerate(bank.kernel_sizes):
+        h = F.silu(F.conv2d(x, f.depthwise[e], f.dw_bias[e], padding=k // 2, groups=bank.c1))
+        out = out + F.conv2d(h, f.pointwise[e, :, :, None, None]) * weights[:, e].view(-1, 1, 1, 1)
     return out
 
 
-def run_dense(bank, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """All E experts on all samples; the masked weight matrix zeroes the unchosen ones."""
-    dense = torch.zeros(x.shape[0], bank.num_experts, dtype=x.dtype, device=x.device)
-    dense = dense.scatter(1, indices, weights.to(x.dtype))
-    return sum(bank.expert(e, x) * dense[:, e].view(-1, 1, 1, 1) for e in range(bank.num_experts))
+def run_gather(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Gather the chosen experts' folded weights; the batch rides in the convolution groups."""
+    f = fold(bank, norm)
+    b, c1, h, w = x.shape
+    k = indices.shape[1]
+    idx = indices.reshape(-1)  # (B*K,) sample-major
+    dw = f.padded_depthwise(bank.k_max).index_select(0, idx).reshape(b * k * c1, 1, bank.k_max, bank.k_max)
+    dw_bias = f.dw_bias.index_select(0, idx).reshape(-1)
+    xs = x.unsqueeze(1).expand(b, k, c1, h, w).reshape(1, b * k * c1, h, w)
+    hidden = F.silu(F.conv2d(xs, dw, dw_bias, padding=bank.k_max // 2, groups=b * k * c1))
+    pw = f.pointwise.index_select(0, idx).reshape(b, k, bank.c2, c1) * weights.reshape(b, k, 1, 1).to(x.dtype)
+    pw = pw.permute(0, 2, 1, 3).reshape(b * bank.c2, k * c1, 1, 1)
+    out = F.conv2d(hidden, pw, groups=b).reshape(b, bank.c2, h, w)
+    return out + f.bias.view(1, -1, 1, 1)
 
 
-STRATEGIES: dict[str, Strategy] = {"select": run_select, "grouped": run_grouped, "dense": run_dense}
+def _per_image(run: Strategy) -> Strategy:
+    """Run a batch-1 graph strategy image by image (unrolled while tracing: the batch must be static)."""
+
+    def per_image(bank, norm, x, indices, weights):
+        if x.shape[0] == 1:
+            return run(bank, norm, x, indices, weights)
+        return torch.cat([run(bank, norm, x[i : i + 1], indices[i : i + 1], weights[i : i + 1]) for i in range(len(x))])
+
+    per_image.__doc__ = run.__doc__
+    return per_image
 
 
-def resolve(name: str, training: bool, batch: int) -> Strategy:
-    """The strategy function for ``name`` (``auto`` picks per mode and batch size)."""
+def _dense_weights(bank, indices: torch.Tensor, weights: torch.Tensor, dtype) -> torch.Tensor:
+    return torch.zeros(indices.shape[0], bank.num_experts, dtype=dtype, device=indices.device).scatter(
+        1, indices, weights.to(dtype)
+    )
+
+
+@_per_image
+def run_slice(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Static depthwise convs on a batch of one or none, then one MatMul with the gathered pointwise weights."""
+    f = fold(bank, norm)
+    dense = _dense_weights(bank, indices, weights, x.dtype)[0]
+    chosen = (dense > 0).to(torch.int64)  # 1 for the K chosen experts, else 0
+    hidden = []
+    for e, k in enumerate(bank.kernel_sizes):
+        xe = x.index_select(0, torch.arange(chosen[e], device=x.device))  # (1 or 0, C1, H, W)
+        hidden.append(F.silu(F.conv2d(xe, f.depthwise[e], f.dw_bias[e], padding=k // 2, groups=bank.c1)))
+    k = indices.shape[1]
+    order = torch.sort(indices[0]).values  # the concatenation below is in ascending expert order
+    pw = f.pointwise.index_select(0, order) * dense.index_select(0, order).view(-1, 1, 1)
+    pw = pw.permute(1, 0, 2).reshape(bank.c2, k * bank.c1)
+    out = torch.matmul(pw, torch.cat(hidden).reshape(k * bank.c1, -1))
+    return out.reshape(1, bank.c2, x.shape[2], x.shape[3]) + f.bias.view(1, -1, 1, 1)
+
+
+@torch.jit.script
+def _expert_if_chosen(
+    acc: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    depthwise: torch.Tensor,
+    dw_bias: torch.Tensor,
+    pointwise: torch.Tensor,
+    pad: int,
+    groups: int,
+) -> torch.Tensor:
+    """Scripted so that tracing keeps the condition: exported as one ONNX ``If`` per expert."""
+    if bool(weight > 0):
+        h = F.silu(F.conv2d(x, depthwise, dw_bias, padding=[pad, pad], groups=groups))
+        acc = acc + F.conv2d(h, pointwise) * weight
+    return acc
+
+
+@_per_image
+def run_branch(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """One conditional per expert with static weights; the unchosen experts' branches do nothing."""
+    f = fold(bank, norm)
+    dense = _dense_weights(bank, indices, weights, x.dtype)
+    out = f.bias.view(1, -1, 1, 1).expand(1, bank.c2, x.shape[2], x.shape[3])
+    for e, k in enumerate(bank.kernel_sizes):
+        pw = f.pointwise[e, :, :, None, None]
+        out = _expert_if_chosen(out, x, dense[0, e], f.depthwise[e], f.dw_bias[e], pw, k // 2, bank.c1)
+    return out
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "select": run_select,
+    "grouped": run_grouped,
+    "dense": run_dense,
+    "slice": run_slice,
+    "gather": run_gather,
+    "branch": run_branch,
+}
+
+
+def is_tracing() -> bool:
+    """True while a graph is being traced (TorchScript or ONNX export)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def resolve(name: str, training: bool, batch: int, all_experts: bool = False) -> Strategy:
+    """The strategy function for ``name`` (``auto`` picks per mode, batch size and tracing)."""
     if name == "auto":
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            name = "dense"
+        if training:
+            name = "grouped"
+        elif is_tracing():
+            name = TRACE_DEFAULT
         else:
-            name = "select" if (not training and batch == 1) else "grouped"
+            name = "select" if batch == 1 else "grouped"
+    if name in GRAPH_STRATEGIES:
+        if training:
+            raise ValueError(f"the '{name}' ES-MoE strategy folds BatchNorms and is for eval / export only")
+        if all_experts:  # K == E: nothing to select, export the plain static graph
+            return run_static
     return STRATEGIES[name]

@@ -112,9 +112,9 @@ class ExpertBank(nn.Module):
         h = F.silu(self._batch_norm(h, e))
         return F.conv2d(h, self.pw_weight[e, :, :, None, None])
 
-    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, strategy) -> torch.Tensor:
-        """Weighted sum of the chosen experts, executed by ``strategy`` (see ``dispatch.py``)."""
-        return strategy(self, x, indices, weights)
+    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, strategy, norm) -> torch.Tensor:
+        """``norm(weighted sum of the chosen experts)``, executed by ``strategy`` (see ``dispatch.py``)."""
+        return strategy(self, norm, x, indices, weights)
 
     def extra_repr(self) -> str:
         return f"{self.c1}, {self.c2}, kernel_sizes={self.kernel_sizes}"

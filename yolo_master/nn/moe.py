@@ -67,7 +67,8 @@ class ESMoE(nn.Module):
         kernel_sizes: one odd kernel per expert; default 3, 5, 7, ...
         reduction: gating channel reduction gamma (``C_red = max(C / gamma, 8)``).
         shortcut: add the input back when ``c1 == c2``.
-        strategy: execution strategy, one of ``auto``, ``select``, ``grouped``, ``dense``.
+        strategy: execution strategy: ``auto`` (default), ``select``, ``grouped``, ``dense`` (eager) or
+            ``gather``, ``branch`` (graph form for export); see ``dispatch.py``.
 
     Shape:
         ``(B, c1, H, W) -> (B, c2, H, W)``; one routing decision per image.
@@ -134,8 +135,8 @@ class ESMoE(nn.Module):
         routing = self.router(x)
         self._state.routing = routing.detached()
         self._state.aux_loss = routing.aux_loss
-        run = resolve(self._strategy, self.training, x.shape[0])
-        y = self.norm(self.experts(x, routing.indices, routing.weights, run))
+        run = resolve(self._strategy, self.training, x.shape[0], all_experts=self.top_k == self.num_experts)
+        y = self.experts(x, routing.indices, routing.weights, run, self.norm)
         return x + y if self.add else y
 
     def extra_repr(self) -> str:

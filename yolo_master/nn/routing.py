@@ -85,6 +85,10 @@ class TopKRouter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Routing:
         logits = self.logits(self.act(self.reduce(self.pool(x)))).flatten(1)  # eq. 5, (B, E)
+        if self.top_k == self.num_experts:  # eq. 8 and 9 both reduce to a softmax: no TopK in the graph
+            dense = weights = logits.softmax(dim=-1)
+            indices = torch.arange(self.num_experts, device=x.device).expand_as(logits)
+            return Routing(indices, weights, dense, load_balancing_loss(dense), logits)
         select = soft_top_k if self.training else hard_top_k  # eq. 10
         weights, indices = select(logits, self.top_k)
         dense = torch.zeros_like(logits).scatter(1, indices, weights)
