@@ -105,16 +105,26 @@ def parse_args(argv: list[str]) -> dict:
     return out
 
 
+MODE_KEYS = {"export": {"strategy"}}  # our keys beyond Ultralytics' (train's come from engine.hyp)
+
+
 def _known_keys(mode: str) -> set[str]:
     from ultralytics.utils import DEFAULT_CFG_DICT
 
     from .engine.hyp import EXTRA_HYP
 
-    return set(DEFAULT_CFG_DICT) | (set(EXTRA_HYP) if mode == "train" else set())
+    return set(DEFAULT_CFG_DICT) | (set(EXTRA_HYP) if mode == "train" else set()) | MODE_KEYS.get(mode, set())
 
 
 def check_keys(mode: str, args: dict) -> None:
-    """Unknown keys, missing required keys and wrong types fail here, before any work starts."""
+    """Unknown keys, missing required keys and wrong types fail here, before any work starts.
+
+    Ultralytics' deprecated spellings (``half=True`` -> ``quantize=16``, ...) are mapped in place first,
+    with Ultralytics' own warning.
+    """
+    from ultralytics.cfg import _handle_deprecation
+
+    _handle_deprecation(args)
     known = _known_keys(mode)
     for key in args:
         if key not in known:
@@ -128,7 +138,7 @@ def check_keys(mode: str, args: dict) -> None:
 
     from .engine.hyp import EXTRA_HYP, pop_extra_hyp
 
-    check_cfg({k: v for k, v in args.items() if k not in EXTRA_HYP})
+    check_cfg({k: v for k, v in args.items() if k not in EXTRA_HYP and k not in MODE_KEYS.get(mode, ())})
     pop_extra_hyp({k: v for k, v in args.items() if k in EXTRA_HYP})
 
 
@@ -164,7 +174,10 @@ def help_text(mode: str | None = None) -> str:
         lines += ["", "'yolo-master MODE --help' shows a mode's usage; 'yolo cfg' lists every key."]
         return "\n".join(lines)
     desc, required, example = MODES[mode]
-    extra = "\n  moe=0.5        weight of the MoE load-balancing loss (0 turns it off)" if mode == "train" else ""
+    extra = {
+        "train": "\n  moe=0.5        weight of the MoE load-balancing loss (0 turns it off)",
+        "export": "\n  strategy=...   ES-MoE graph: slice (ONNX default), gather (engine default), branch, dense",
+    }.get(mode, "")
     return (
         f"usage: yolo-master {mode} [key=value ...] [--key value ...]\n\n{desc}\n\n"
         f"required: {', '.join(required) or 'nothing'}\n"

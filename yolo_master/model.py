@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch import nn
 from ultralytics.engine.model import Model
 from ultralytics.models import yolo
 from ultralytics.nn.tasks import guess_model_task
@@ -64,6 +65,22 @@ class YOLOMaster(Model):
         if "data" in kwargs:
             kwargs["data"] = resolve_data(kwargs["data"])
         return super().val(validator=validator, **kwargs)
+
+    def export(self, strategy: str | None = None, **kwargs: Any) -> str:
+        """Ultralytics ``export`` with the ES-MoE routing kept in the graph.
+
+        Args:
+            strategy: ES-MoE graph strategy (``slice``, ``gather``, ``branch`` or ``dense``); default per format.
+            **kwargs: Ultralytics export arguments (``format``, ``imgsz``, ``batch``, ``half``, ...).
+        """
+        from .export.prepare import export_strategy, traced_strategy
+        from .nn import ESMoE
+
+        has_moe = isinstance(self.model, nn.Module) and any(isinstance(m, ESMoE) for m in self.model.modules())
+        fmt = str(kwargs.get("format", "torchscript")).lower()
+        chosen = export_strategy(fmt, strategy, bool(kwargs.get("dynamic", False)), has_moe)
+        with traced_strategy(self.model, chosen):
+            return super().export(**kwargs)
 
     @property
     def task_map(self) -> dict[str, dict[str, Any]]:

@@ -31,6 +31,7 @@ being traced for export, ``slice`` (the fastest in ONNX Runtime; README "Export"
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -132,7 +133,6 @@ def run_slice(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch
     return out.reshape(1, bank.c2, x.shape[2], x.shape[3]) + f.bias.view(1, -1, 1, 1)
 
 
-@torch.jit.script
 def _expert_if_chosen(
     acc: torch.Tensor,
     x: torch.Tensor,
@@ -148,6 +148,11 @@ def _expert_if_chosen(
         h = F.silu(F.conv2d(x, depthwise, dw_bias, padding=[pad, pad], groups=groups))
         acc = acc + F.conv2d(h, pointwise) * weight
     return acc
+
+
+with warnings.catch_warnings():  # torch 2.9+ calls TorchScript deprecated; it is what keeps the If in a trace
+    warnings.simplefilter("ignore", FutureWarning)
+    _expert_if_chosen = torch.jit.script(_expert_if_chosen)
 
 
 @_per_image

@@ -1,0 +1,164 @@
+"""Export keeps the hard routing in the graph: graph content per strategy, parity with PyTorch, errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from yolo_master import ESMoE, YOLOMaster
+from yolo_master.export import inspect_onnx
+from yolo_master.export.prepare import export_strategy
+
+ort = pytest.importorskip("onnxruntime")
+SPARSE = ("slice", "gather", "branch")
+
+
+def _force(block: ESMoE, experts: tuple[int, ...]) -> None:
+    """Make ``block`` choose ``experts`` (in that order) for any input."""
+    with torch.no_grad():
+        block.router.logits.weight.mul_(0.01)  # keep some input dependence, far below the bias gap
+        block.router.logits.bias.fill_(-20.0)
+        for rank, e in enumerate(experts):
+            block.router.logits.bias[e] = 10.0 - rank
+
+
+def _export_block(block: ESMoE, x: torch.Tensor, path) -> None:
+    torch.onnx.export(block.eval(), x, str(path), dynamo=False, opset_version=17)
+
+
+def _run(path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+@pytest.mark.parametrize("strategy", SPARSE)
+def test_block_export_is_exact_for_every_combination(tmp_path, strategy):
+    import onnx
+
+    torch.manual_seed(0)
+    block = ESMoE(16, 16, 4, 2, strategy=strategy).eval()
+    with torch.no_grad():
+        block.experts.bn_running_var.uniform_(0.5, 2.0)
+        block.norm.running_mean.normal_(0, 0.3)
+    x = torch.randn(1, 16, 12, 12)
+    for combo in itertools.permutations(range(4), 2):
+        _force(block, combo)
+        path = tmp_path / f"{strategy}-{combo[0]}{combo[1]}.onnx"
+        _export_block(block, x, path)
+        onnx.checker.check_model(str(path))
+        for seed in range(3):
+            xi = torch.randn(1, 16, 12, 12, generator=torch.Generator().manual_seed(seed))
+            with torch.no_grad():
+                ref = block(xi).numpy()
+            assert block.last_routing.indices[0].tolist() == list(combo)
+            assert np.abs(_run(path, xi.numpy()) - ref).max() <= 1e-4
+
+
+@pytest.mark.parametrize("strategy", SPARSE)
+def test_graph_content_per_strategy(tmp_path, strategy):
+    block = ESMoE(16, 16, 4, 2, strategy=strategy).eval()
+    path = tmp_path / "b.onnx"
+    _export_block(block, torch.randn(1, 16, 8, 8), path)
+    report = inspect_onnx(path)
+    assert report.has("TopK") and not report.has("Loop") and not report.has("NonZero")
+    if strategy == "gather":
+        assert report.dynamic_weight_convs == 2 and not report.has("If")  # depthwise + pointwise, per block
+    if strategy == "branch":
+        assert report.ops["If"] == 4
+        for then_ops, else_ops in report.if_branch_ops:
+            assert "Conv" in then_ops and else_ops == ["Identity"]  # an untaken branch does no expert work
+    if strategy == "slice":
+        assert report.dynamic_weight_convs == 0 and not report.has("If") and report.has("Range")
+
+
+def test_k_equal_e_exports_the_static_graph(tmp_path):
+    block = ESMoE(16, 16, 4, 4, strategy="slice").eval()
+    path = tmp_path / "dense.onnx"
+    x = torch.randn(1, 16, 8, 8)
+    _export_block(block, x, path)
+    report = inspect_onnx(path)
+    assert not report.has("TopK") and report.dynamic_weight_convs == 0
+    assert report.ops["Conv"] == 2 * 4 + 2  # every expert (static weights) + the two gate convs
+    with torch.no_grad():
+        assert np.abs(_run(path, x.numpy()) - block(x).numpy()).max() <= 1e-4
+
+
+@pytest.mark.parametrize("strategy", ["slice", "gather", "branch"])
+def test_static_batch_is_unrolled_exactly(tmp_path, strategy):
+    torch.manual_seed(1)
+    block = ESMoE(8, 8, 3, 2, strategy=strategy).eval()
+    x = torch.randn(3, 8, 8, 8) * torch.tensor([0.1, 1.0, 10.0]).view(-1, 1, 1, 1)
+    path = tmp_path / "b3.onnx"
+    _export_block(block, x, path)
+    with torch.no_grad():
+        assert np.abs(_run(path, x.numpy()) - block(x).numpy()).max() <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", SPARSE)
+def test_model_export_matches_pytorch_over_every_combination_of_every_layer(tmp_path, strategy):
+    model = YOLOMaster("n.yaml")
+    blocks = [m for m in model.model.modules() if isinstance(m, ESMoE)]
+    combos = [list(itertools.combinations(range(b.num_experts), b.top_k)) for b in blocks]
+    rng = np.random.default_rng(0)
+    for round_ in range(max(map(len, combos))):
+        for b, c in zip(blocks, combos):
+            _force(b, c[round_ % len(c)])
+        path = model.export(format="onnx", imgsz=64, strategy=strategy)
+        net = model.model.float().eval()
+        for _ in range(2):
+            x = rng.random((1, 3, 64, 64), dtype=np.float32)
+            with torch.no_grad():
+                ref = net(torch.from_numpy(x))[0].numpy()
+            assert [b.last_routing.indices[0].tolist() for b in blocks] == [list(c[round_ % len(c)]) for c in combos]
+            assert np.abs(_run(path, x) - ref).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_exported_onnx_predicts_through_yolomaster(tmp_path, shapes_yaml):
+    path = YOLOMaster("n.yaml").export(format="onnx", imgsz=64)
+    image = sorted((shapes_yaml.parent / "images" / "val").glob("*.jpg"))[0]
+    results = YOLOMaster(path).predict(str(image), imgsz=64, verbose=False)
+    assert len(results) == 1 and results[0].boxes is not None
+
+
+@pytest.mark.parametrize(
+    "fmt,strategy,dynamic,match",
+    [
+        ("openvino", None, False, "export to onnx, torchscript, engine"),
+        ("onnx", "select", False, "unknown export strategy"),
+        ("onnx", None, True, "dynamic=True cannot trace the sparse 'slice'"),
+        ("engine", None, False, "needs an NVIDIA GPU"),
+    ],
+)
+def test_export_requests_that_cannot_work_fail_early(fmt, strategy, dynamic, match):
+    if fmt == "engine" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises((ValueError, RuntimeError), match=match):
+        export_strategy(fmt, strategy, dynamic, has_moe=True)
+
+
+def test_defaults_per_format_and_dense_dynamic():
+    assert export_strategy("onnx", None, False, True) == "slice"
+    assert export_strategy("torchscript", None, False, True) == "slice"
+    assert export_strategy("onnx", "dense", True, True) == "dense"
+    assert export_strategy("openvino", None, False, has_moe=False) is None  # stock models: Ultralytics decides
+
+
+@pytest.mark.parametrize("spelling", [["format=engine"], ["--format", "engine"]])
+def test_cli_engine_without_gpu_says_so_in_one_line(tmp_path, spelling):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = run_cli("export", "model=n.yaml", *spelling, "--half", "batch=1", cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "needs an NVIDIA GPU" in errors[0]
+
+
+def test_cli_export_with_strategy(tmp_path):
+    proc = run_cli("export", "model=n.yaml", "format=onnx", "imgsz=64", "strategy=gather", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,0 +1,68 @@
+"""Export preparation for ES-MoE models: supported formats, the strategy each one traces, early checks.
+
+The block's own eval forward is what gets traced; this module only sets ``ESMoE.strategy`` on every
+block for the duration of an export and refuses combinations that cannot work, with one line each.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from importlib.util import find_spec
+
+import torch
+from torch import nn
+
+from ..nn import ESMoE
+from ..nn.dispatch import GRAPH_STRATEGIES, STRATEGIES
+
+# The strategy each format traces by default (README "Export" has the measurements):
+# ONNX Runtime runs `slice` fastest; TensorRT gets `gather`, which needs no data-dependent shapes.
+FORMAT_STRATEGY = {"onnx": "slice", "torchscript": "slice", "engine": "gather"}
+SUPPORTED_FORMATS = tuple(FORMAT_STRATEGY)
+
+
+def export_strategy(fmt: str, strategy: str | None, dynamic: bool, has_moe: bool) -> str | None:
+    """Validate an export request; return the ES-MoE strategy to trace (None for models without ES-MoE).
+
+    Raises:
+        ValueError: unsupported format, unknown strategy, or a dynamic batch with a sparse strategy.
+    """
+    if not has_moe:
+        return None
+    if fmt not in FORMAT_STRATEGY:
+        raise ValueError(
+            f"ES-MoE models export to {', '.join(SUPPORTED_FORMATS)}; format '{fmt}' is not supported "
+            "(its converter cannot keep the routing)"
+        )
+    strategy = strategy or FORMAT_STRATEGY[fmt]
+    if strategy not in STRATEGIES or strategy in {"select", "grouped"}:
+        raise ValueError(f"unknown export strategy '{strategy}': choose one of {', '.join(GRAPH_STRATEGIES)}, dense")
+    if dynamic and strategy != "dense":
+        raise ValueError(
+            f"dynamic=True cannot trace the sparse '{strategy}' ES-MoE graph (it unrolls a static batch): "
+            "export with a fixed batch=N, or pass strategy=dense for a dynamic graph that computes every expert"
+        )
+    if fmt == "engine":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "format=engine builds a TensorRT engine and needs an NVIDIA GPU: this machine has no CUDA device "
+                "(format=onnx works here; run scripts/gpu_check.sh where a GPU is)"
+            )
+        if find_spec("tensorrt") is None:
+            raise RuntimeError("format=engine needs TensorRT: pip install tensorrt (on the machine with the GPU)")
+    return strategy
+
+
+@contextmanager
+def traced_strategy(model: nn.Module, strategy: str | None):
+    """Set ``strategy`` on every ES-MoE block of ``model`` for the duration of the block."""
+    blocks = [m for m in model.modules() if isinstance(m, ESMoE)]
+    saved = [b.strategy for b in blocks]
+    try:
+        if strategy:
+            for b in blocks:
+                b.strategy = strategy
+        yield blocks
+    finally:
+        for b, s in zip(blocks, saved):
+            b.strategy = s
