@@ -1,39 +1,35 @@
-"""Eager latency of one ES-MoE block: top-K vs all experts, per execution strategy, side by side.
+"""ES-MoE layer micro-benchmark: top-K vs all experts, per execution strategy, eager and ONNX Runtime.
 
-    python scripts/bench_block.py                     # C=128, 80x80, batch 1, E=4, 2 threads
-    python scripts/bench_block.py --channels 256 --size 40 --batch 8 --out reports/block.md
+    python scripts/bench_block.py                          # N-model feature sizes at 640 px, E=4
+    python scripts/bench_block.py --model s --runs 50 --out reports/block-s.md
+    python scripts/bench_block.py --sizes 128:80 --no-ort  # one size, eager only
 
-One block (same weights throughout); for each K the gate is biased to force every combination of K
-experts in turn and the table shows the mean over combinations of each combination's median time,
-with its ratio to the K=E row of the same strategy.
-The acceptance bar of the foundation issue is "K=2 of 4 <= 0.65x K=4" in eval, batch 1.
+For every feature size (channels x side) and K = E..1, the gate is biased to force every combination
+of K experts in turn; each cell is the mean over combinations of that route's median latency, batch
+1, and its ratio to the K=E row of the same runtime. Eager strategies: ``select`` (run the K chosen
+experts), ``grouped``, ``dense`` (all experts, unchosen masked by zero). ONNX Runtime: the block's
+exported graph with ``slice``, ``gather`` or ``branch`` (K=E exports the static graph, the baseline).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import statistics
-import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from report import emit
 
+from yolo_master.benchmark import latency
 from yolo_master.nn import ESMoE
 
-
-def median_ms(fn, x: torch.Tensor, warmup: int, runs: int) -> float:
-    """Median wall time of ``fn(x)`` in milliseconds."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn(x)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            fn(x)
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+# ES-MoE inputs (channels, side) of the zoo models at 640 px: after the P2, P3 and P4 stages
+FEATURES = {"n": ((64, 160), (128, 80), (128, 40)), "s": ((128, 160), (256, 80), (256, 40))}
+EAGER = ("select", "grouped", "dense")
+GRAPH = ("slice", "gather", "branch")
 
 
 def force_route(block: ESMoE, experts: tuple[int, ...]) -> None:
@@ -45,46 +41,70 @@ def force_route(block: ESMoE, experts: tuple[int, ...]) -> None:
             block.router.logits.bias[e] = 10.0 - rank
 
 
-def mean_over_routes(block: ESMoE, k: int, x: torch.Tensor, runs: int) -> float:
+def onnx_session(block: ESMoE, x: torch.Tensor, threads: int):
+    import onnxruntime as ort
+
+    buffer = io.BytesIO()
+    torch.onnx.export(block, x, buffer, dynamo=False, opset_version=17)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+
+def mean_over_routes(block: ESMoE, k: int, x: torch.Tensor, runs: int, runtime: str, threads: int) -> float:
     """Mean, over every combination of k experts, of the median latency with that route."""
     block.router.top_k = k
     times = []
     for combo in itertools.combinations(range(block.num_experts), k):
         force_route(block, combo)
-        times.append(median_ms(block, x, warmup=3, runs=runs))
+        if runtime == "eager":
+            with torch.inference_mode():
+                times.append(latency(lambda: block(x), warmup=3, runs=runs)[0])
+        else:
+            session = onnx_session(block, x, threads)
+            feed = {session.get_inputs()[0].name: x.numpy().astype(np.float32)}
+            times.append(latency(lambda s=session, f=feed: s.run(None, f), warmup=3, runs=runs)[0])
     return statistics.fmean(times)
+
+
+def bench_size(c: int, side: int, experts: int, runs: int, threads: int, ort: bool) -> list[str]:
+    torch.manual_seed(0)
+    x = torch.randn(1, c, side, side)
+    block = ESMoE(c, c, experts, experts).eval()
+    rows = []
+    runtimes = [("eager", s) for s in EAGER] + ([("onnxruntime", s) for s in GRAPH] if ort else [])
+    for runtime, strategy in runtimes:
+        block.strategy = strategy
+        base = None
+        for k in range(experts, 0, -1):
+            ms = mean_over_routes(block, k, x, runs, runtime, threads)
+            base = base or ms
+            label = "static (K=E)" if runtime == "onnxruntime" and k == experts else strategy
+            rows.append(f"| {c}x{side}x{side} | {runtime} | {label} | {k} | {ms:.2f} | {ms / base:.2f}x |")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--channels", type=int, default=128)
-    ap.add_argument("--size", type=int, default=80)
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--model", choices=sorted(FEATURES), default="n", help="feature sizes of this zoo scale")
+    ap.add_argument("--sizes", help="comma-separated channels:side pairs instead, e.g. 128:80,64:160")
     ap.add_argument("--experts", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--no-ort", action="store_true", help="eager strategies only")
     ap.add_argument("--out", type=Path, help="also write the table to this markdown file")
     a = ap.parse_args(argv)
-    torch.manual_seed(0)
     torch.set_num_threads(a.threads)
-    x = torch.randn(a.batch, a.channels, a.size, a.size)
-    strategies = ["select", "grouped", "dense"]
+    sizes = [tuple(map(int, s.split(":"))) for s in a.sizes.split(",")] if a.sizes else FEATURES[a.model]
     rows = [
-        f"ES-MoE block, C={a.channels}, {a.size}x{a.size}, batch {a.batch}, E={a.experts}, "
-        f"{a.threads} threads, torch {torch.__version__}, eval mode, mean over routes of the median of {a.runs}",
+        f"ES-MoE block, batch 1, E={a.experts}, {a.threads} threads, torch {torch.__version__}; "
+        f"mean over routes of the median of {a.runs} runs",
         "",
-        "| strategy | K | ms | ratio vs K=E |",
-        "|---|---|---|---|",
+        "| feature | runtime | strategy | K | ms | ratio vs K=E |",
+        "|---|---|---|---|---|---|",
     ]
-    block = ESMoE(a.channels, a.channels, a.experts, a.experts).eval()
-    median_ms(block, x, warmup=20, runs=1)  # let threads and the allocator settle before measuring
-    for strategy in strategies:
-        block.strategy = strategy
-        base = None
-        for k in range(a.experts, 0, -1):
-            ms = mean_over_routes(block, k, x, a.runs)
-            base = base or ms
-            rows.append(f"| {strategy} | {k} | {ms:.2f} | {ms / base:.2f}x |")
+    for c, side in sizes:
+        rows += bench_size(c, side, a.experts, a.runs, a.threads, not a.no_ort)
     return emit("\n".join(rows), a.out)
 
 

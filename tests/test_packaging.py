@@ -85,24 +85,20 @@ def test_export_bench_times_onnx_without_importing_torch(tmp_path):
 def test_block_benchmark_script_prints_every_strategy_and_k(tmp_path):
     out = tmp_path / "block.md"
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "bench_block.py"),
-            "--channels",
-            "8",
-            "--size",
-            "8",
-            "--runs",
-            "2",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, str(REPO / "scripts" / "bench_block.py"), "--sizes", "8:8", "--runs", "2", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "ms" not in line]
-    assert [r.split("|")[1:3] for r in rows] == [
-        [f" {s} ", f" {k} "] for s in ("select", "grouped", "dense") for k in (4, 3, 2, 1)
+    rows = [line.split("|")[2:5] for line in out.read_text().splitlines() if line.startswith("| 8x8x8")]
+    expected = [
+        [f" {runtime} ", f" {'static (K=E)' if runtime == 'onnxruntime' and k == 4 else s} ", f" {k} "]
+        for runtime, strategies in (
+            ("eager", ("select", "grouped", "dense")),
+            ("onnxruntime", ("slice", "gather", "branch")),
+        )
+        for s in strategies
+        for k in (4, 3, 2, 1)
     ]
+    assert rows == expected

@@ -2,7 +2,7 @@
 
     yolo-master MODE [key=value ...] [--key value ...] [--flag ...]
 
-Modes: train, val, predict, export, routes, info. Keys are Ultralytics' (``yolo cfg`` lists them) plus
+Modes: train, val, predict, export, routes, benchmark, info. Keys are Ultralytics' (``yolo cfg`` lists them) plus
 ``moe`` for train. Both spellings work: ``epochs=3``, ``--epochs 3``, ``--epochs=3``; a bare
 ``--flag`` means ``flag=True``. Bad input ends with one line on stderr and exit status 2.
 """
@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-USAGE = "usage: yolo-master {train,val,predict,export,routes,info} [key=value ...] [--key value ...]"
+USAGE = "usage: yolo-master {train,val,predict,export,routes,benchmark,info} [key=value ...] [--key value ...]"
 
 MODES = {
     "train": (
@@ -41,6 +41,11 @@ MODES = {
         "Show which experts each ES-MoE layer chose for each image, as a heat map (routes.png + .csv).",
         ["source"],
         "yolo-master routes model=runs/detect/train/weights/best.pt source=path/to/images",
+    ),
+    "benchmark": (
+        "Measure models side by side: params, active params, GFLOPs, torch and ONNX Runtime CPU latency.",
+        [],
+        "yolo-master benchmark model=n.yaml compare=yolo11n.yaml,yolo12n.yaml imgsz=640 batch=1",
     ),
     "info": (
         "Print the layer table (ESMoE rows), parameters, active parameters and GFLOPs.",
@@ -105,7 +110,10 @@ def parse_args(argv: list[str]) -> dict:
     return out
 
 
-MODE_KEYS = {"export": {"strategy"}}  # our keys beyond Ultralytics' (train's come from engine.hyp)
+MODE_KEYS = {
+    "export": {"strategy"},
+    "benchmark": {"compare", "runs", "warmup"},
+}  # our keys beyond Ultralytics' (train's come from engine.hyp)
 
 
 def _known_keys(mode: str) -> set[str]:
@@ -142,11 +150,30 @@ def check_keys(mode: str, args: dict) -> None:
     pop_extra_hyp({k: v for k, v in args.items() if k in EXTRA_HYP})
 
 
+# Modes of ours that take only some keys (the others pass everything on to Ultralytics).
+MODE_ONLY = {
+    "routes": {"model", "source", "imgsz", "project", "name"},
+    "benchmark": {"model", "compare", "imgsz", "batch", "runs", "warmup", "threads", "project", "name"},
+}
+
+
+def _check_only(mode: str, args: dict) -> None:
+    extra = set(args) - MODE_ONLY.get(mode, set(args))
+    if extra:
+        raise UsageError(f"{mode} takes {', '.join(sorted(MODE_ONLY[mode]))}; not {', '.join(sorted(extra))}")
+    for key in ("project", "name"):  # '640' parses as a number; a folder name is text
+        if key in args:
+            args[key] = str(args[key])
+
+
 def run(mode: str, args: dict):
     """Execute ``mode`` with validated ``args``; returns what the Python API returns."""
     from . import YOLOMaster
     from .info import model_info
 
+    _check_only(mode, args)
+    if mode == "benchmark":
+        return run_benchmark(args)
     model = YOLOMaster(args.pop("model", "yolo-master-n.yaml"))
     if mode == "info":
         print(model_info(model, imgsz=args.get("imgsz", 640)))
@@ -156,15 +183,26 @@ def run(mode: str, args: dict):
     if mode == "routes":
         from .routes import routes
 
-        unused = set(args) - {"source", "imgsz", "project", "name"}
-        if unused:
-            raise UsageError(f"routes takes source, imgsz, project and name; not {', '.join(sorted(unused))}")
         png = routes(model, args.pop("source"), **args)
         print(f"routes written to {png} and {png.with_suffix('.csv')}")
         return png
     if mode == "predict":
         args.setdefault("save", True)
     return getattr(model, mode)(**args)
+
+
+def run_benchmark(args: dict):
+    from .benchmark import benchmark
+
+    models = [str(args.pop("model", "yolo-master-n.yaml"))]
+    models += [m for m in str(args.pop("compare", "")).split(",") if m]
+    for key in ("runs", "warmup", "imgsz", "batch", "threads"):
+        if key in args and (isinstance(args[key], bool) or not isinstance(args[key], int)):
+            raise UsageError(f"'{key}={args[key]}' must be an integer")
+    table, out_dir = benchmark(models, **args)
+    print(table)
+    print(f"written to {out_dir / 'benchmark.md'} and {out_dir / 'benchmark.csv'}")
+    return table
 
 
 def help_text(mode: str | None = None) -> str:
@@ -177,6 +215,8 @@ def help_text(mode: str | None = None) -> str:
     extra = {
         "train": "\n  moe=0.5        weight of the MoE load-balancing loss (0 turns it off)",
         "export": "\n  strategy=...   ES-MoE graph: slice (ONNX default), gather (engine default), branch, dense",
+        "benchmark": "\n  compare=a.yaml,b.yaml  models to measure beside model=\n  runs=100 warmup=10     timed and "
+        "warm-up runs per runtime",
     }.get(mode, "")
     return (
         f"usage: yolo-master {mode} [key=value ...] [--key value ...]\n\n{desc}\n\n"
