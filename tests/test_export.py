@@ -162,3 +162,59 @@ def test_cli_engine_without_gpu_says_so_in_one_line(tmp_path, spelling):
 def test_cli_export_with_strategy(tmp_path):
     proc = run_cli("export", "model=n.yaml", "format=onnx", "imgsz=64", "strategy=gather", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_torchscript_export_keeps_routing_and_matches(tmp_path):
+    model = YOLOMaster("n.yaml")
+    for b in (m for m in model.model.modules() if isinstance(m, ESMoE)):
+        _force(b, (1, 0))
+    path = model.export(format="torchscript", imgsz=64)
+    scripted = torch.jit.load(path)
+    graph = str(scripted.inlined_graph)
+    assert graph.count("aten::topk") >= 3 and "aten::index_select" in graph  # routing traced, not baked in
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model.model.float().eval()(x)[0]
+        out = scripted(x)
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    assert (out - ref).abs().max() <= 1e-5 * ref.abs().max() + 1e-5  # relative: the output holds pixel coordinates
+
+
+@pytest.mark.slow
+def test_benchmark_cli_writes_a_table_with_ratios(tmp_path):
+    proc = run_cli(
+        "benchmark",
+        "model=n.yaml",
+        "compare=yolo12n.yaml",
+        "imgsz=64",
+        "runs=2",
+        "warmup=1",
+        f"project={tmp_path}",
+        "name=bench",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "bench" / "benchmark.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| n.yaml") or line.startswith("| yolo12n")]
+    assert len(rows) == 2 and "| 1.00x |" in rows[0] and "n/a (no GPU/TensorRT)" in rows[0]
+    assert (tmp_path / "bench" / "n.onnx").is_file() and (tmp_path / "bench" / "benchmark.csv").is_file()
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_exercises_every_path(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu.md"
+    proc = subprocess.run(
+        [sys.executable, str(repo / "scripts" / "gpu_check.py"), "--dry-run", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| yolo")]
+    assert [r.split("|")[1].strip() for r in rows] == ["yolo-master-n", "yolo11n", "yolo12n"]

@@ -17,7 +17,7 @@ def test_guard_catches_a_real_attempt(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_val_predict_export_never_touch_the_network(tmp_path, shapes_yaml):
+def test_every_mode_stays_off_the_network(tmp_path, shapes_yaml):
     common = ["imgsz=64", "device=cpu", "workers=0"]
     proc = run_cli(
         "train",
@@ -46,6 +46,14 @@ def test_train_val_predict_export_never_touch_the_network(tmp_path, shapes_yaml)
             *common,
         ],
         ["export", f"model={best}", "format=onnx", "imgsz=64"],
+        ["benchmark", f"model={best}", "compare=yolo12n.yaml", "imgsz=64", "runs=1", "warmup=0", f"project={tmp_path}"],
+        [
+            "routes",
+            f"model={best}",
+            f"source={shapes_yaml.parent / 'images' / 'val'}",
+            "imgsz=64",
+            f"project={tmp_path}",
+        ],
         ["info", "model=n.yaml"],
     ):
         proc = run_cli(*args, cwd=tmp_path, wrapper=GUARD)

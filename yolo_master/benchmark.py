@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import statistics
 import time
 from copy import deepcopy
@@ -65,7 +66,13 @@ def prepare(name: str, imgsz: int, batch: int, out_dir: Path) -> tuple[dict, obj
     """Build ``name``, count its size and compute, export it to ONNX under ``out_dir``."""
     from ultralytics.utils.torch_utils import get_flops
 
-    model = load_any(name)
+    source = Path(name)
+    if source.suffix == ".pt":  # export next to a private copy: never overwrite the user's own .onnx
+        if not source.is_file():
+            raise FileNotFoundError(f"checkpoint '{name}' not found")
+        shutil.copy2(source, out_dir / source.name)
+        source = out_dir / source.name
+    model = load_any(str(source))
     net = model.model.float().eval()
     row = {
         "model": Path(name).name,
@@ -73,7 +80,12 @@ def prepare(name: str, imgsz: int, batch: int, out_dir: Path) -> tuple[dict, obj
         "active_M": active_params(net) / 1e6,
         "gflops": get_flops(net, imgsz),
     }
-    onnx_path = Path(model.export(format="onnx", imgsz=imgsz, batch=batch, verbose=False))
+    cwd = Path.cwd()
+    os.chdir(out_dir)  # models built from a YAML export into the working directory
+    try:
+        onnx_path = Path(model.export(format="onnx", imgsz=imgsz, batch=batch, verbose=False)).resolve()
+    finally:
+        os.chdir(cwd)
     row["onnx"] = out_dir / f"{Path(name).stem}.onnx"
     onnx_path.replace(row["onnx"])
     return row, model
@@ -154,7 +166,7 @@ def benchmark(
 
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
-    out_dir = increment_path(Path(project or RUNS_DIR / "benchmark") / name)
+    out_dir = increment_path(Path(project or RUNS_DIR / "benchmark") / name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     from ultralytics.utils import LOGGER
 
