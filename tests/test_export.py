@@ -218,3 +218,57 @@ def test_gpu_check_dry_run_exercises_every_path(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in out.read_text().splitlines() if line.startswith("| yolo")]
     assert [r.split("|")[1].strip() for r in rows] == ["yolo-master-n", "yolo11n", "yolo12n"]
+
+
+# ONNX ops TensorRT's parser supports (TensorRT 8.6 / 10 operator list) that an exported model may use.
+TENSORRT_OPS = {
+    "Add",
+    "Cast",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "Div",
+    "Equal",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "GlobalAveragePool",
+    "Greater",
+    "Identity",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "Pad",
+    "Range",
+    "ReduceSum",
+    "Reshape",
+    "Resize",
+    "ScatterElements",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Sub",
+    "TopK",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
+}
+
+
+@pytest.mark.slow
+def test_engine_default_graph_is_what_tensorrt_parses(tmp_path):
+    """Everything up to the TensorRT builder: opset, supported ops, constant K, no data-dependent shapes."""
+    import onnx
+
+    strategy = export_strategy("onnx", "gather", False, True)  # what format=engine traces
+    path = YOLOMaster("n.yaml").export(format="onnx", imgsz=64, strategy=strategy, opset=17)
+    report = inspect_onnx(path)
+    assert report.opset >= 13 and set(report.ops) <= TENSORRT_OPS, set(report.ops) - TENSORRT_OPS
+    assert not report.has("If") and not report.has("Loop") and not report.has("NonZero") and not report.has("Range")
+    graph = onnx.load(path).graph
+    constants = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    assert all(n.input[1] in constants for n in graph.node if n.op_type == "TopK")  # K is a constant
+    assert report.dynamic_weight_convs == 6  # depthwise + pointwise per ES-MoE, weights gathered in the graph
