@@ -22,6 +22,19 @@ from pathlib import Path
 import numpy as np
 
 
+def _latency(run, warmup: int, runs: int) -> tuple[float, float]:
+    """Median and p90 of ``run()`` in ms (kept here, not imported: this file must not import torch)."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return statistics.median(times), times[int(0.9 * (len(times) - 1))]
+
+
 def _shape(arg) -> list[int]:
     dims = [d if isinstance(d, int) and d > 0 else None for d in arg.shape]
     return [1 if i == 0 else 640 if d is None else d for i, d in enumerate(dims)]
@@ -38,15 +51,7 @@ def time_onnx(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, 
     inp = session.get_inputs()[0]
     shape = _shape(inp)
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    for _ in range(warmup):
-        session.run(None, {inp.name: x})
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        session.run(None, {inp.name: x})
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    return statistics.median(times), times[int(0.9 * (len(times) - 1))], shape
+    return (*_latency(lambda: session.run(None, {inp.name: x}), warmup, runs), shape)
 
 
 def _engine_bytes(path: Path) -> bytes:
@@ -99,17 +104,10 @@ def time_engine(path: Path, warmup: int, runs: int) -> tuple[float, float, list[
         context.execute_async_v3(stream)
         check(cudart.cudaStreamSynchronize(stream))
 
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t) * 1e3)
+    median, p90 = _latency(run, warmup, runs)
     for ptr in buffers:
         check(cudart.cudaFree(ptr))
-    times.sort()
-    return statistics.median(times), times[int(0.9 * (len(times) - 1))], in_shape
+    return median, p90, in_shape
 
 
 def main(argv: list[str] | None = None) -> str:
