@@ -230,3 +230,24 @@ def test_active_params_count_k_of_e_experts():
     total = sum(p.numel() for p in block.parameters())
     experts = sum(block.experts.expert_params(e) for e in range(4))
     assert block.active_params() == total - experts // 2
+
+
+def test_ties_go_to_the_lower_expert_index_every_time():
+    from yolo_master.nn.routing import top_k
+
+    logits = torch.tensor([[1.0, 3.0, 3.0, 3.0], [2.0, 2.0, 2.0, 2.0], [0.5, 0.5, 1.0, 0.5]])
+    for _ in range(5):
+        for select in (soft_top_k, hard_top_k):
+            _, idx = select(logits, 2)
+            assert idx.tolist() == [[1, 2], [0, 1], [2, 0]]
+    assert top_k(logits, 3)[1].tolist() == [[1, 2, 3], [0, 1, 2], [2, 0, 1]]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_gate_logits_fail_with_the_layer_named(bad):
+    block = ESMoE(8, 8, 4, 2).eval()
+    block.i = 6  # set by the model parser for layers of a model
+    with torch.no_grad():
+        block.router.logits.bias[1] = bad
+    with pytest.raises(FloatingPointError, match="ES-MoE layer 6 got non-finite gate logits"):
+        block(torch.randn(1, 8, 5, 5))

@@ -272,3 +272,18 @@ def test_engine_default_graph_is_what_tensorrt_parses(tmp_path):
     constants = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
     assert all(n.input[1] in constants for n in graph.node if n.op_type == "TopK")  # K is a constant
     assert report.dynamic_weight_convs == 6  # depthwise + pointwise per ES-MoE, weights gathered in the graph
+
+
+@pytest.mark.parametrize("strategy", SPARSE)
+def test_exported_graph_breaks_ties_like_pytorch(tmp_path, strategy):
+    block = ESMoE(8, 8, 4, 2, strategy=strategy).eval()
+    with torch.no_grad():
+        block.router.logits.weight.zero_()
+        block.router.logits.bias.copy_(torch.tensor([0.0, 1.0, 1.0, 1.0]))  # three-way tie for the top
+    x = torch.randn(1, 8, 6, 6)
+    path = tmp_path / "tie.onnx"
+    _export_block(block, x, path)
+    with torch.no_grad():
+        ref = block(x).numpy()
+    assert block.last_routing.indices[0].tolist() == [1, 2]
+    assert np.abs(_run(path, x.numpy()) - ref).max() <= 1e-4

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .dispatch import STRATEGIES, resolve
+from .dispatch import STRATEGIES, is_tracing, resolve
 from .experts import ExpertBank, default_kernel_sizes
 from .routing import Routing, TopKRouter
 
@@ -133,6 +133,12 @@ class ESMoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         routing = self.router(x)
+        if not is_tracing() and not torch.isfinite(routing.logits).all():
+            where = f"layer {self.i} " if hasattr(self, "i") else ""
+            raise FloatingPointError(
+                f"ES-MoE {where}got non-finite gate logits (NaN/Inf): the run diverged; lower the learning rate "
+                "or resume from an earlier checkpoint"
+            )
         self._state.routing = routing.detached()
         self._state.aux_loss = routing.aux_loss
         run = resolve(self._strategy, self.training, x.shape[0], all_experts=self.top_k == self.num_experts)

@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .dispatch import is_tracing
+
 EPS = 1e-9  # eq. 8's epsilon: guards the renormalisation, far below float32 resolution of the weights
 
 
@@ -38,16 +40,29 @@ class Routing(NamedTuple):
         return Routing(*(t.detach() for t in self))
 
 
+def top_k(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest values, highest first; ties go to the lower expert index, on every run.
+
+    ``torch.topk`` leaves the order of equal values unspecified; a stable sort does not. ONNX TopK
+    specifies the same rule (equal values: lower index first), so while tracing for export the
+    graph gets a plain TopK and agrees with eager.
+    """
+    if is_tracing():
+        return values.topk(k, dim=-1)
+    top, idx = values.sort(dim=-1, descending=True, stable=True)
+    return top[..., :k], idx[..., :k]
+
+
 def soft_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Training mode, eq. 6-8: softmax over all E, keep the top K, renormalise the kept weights."""
     probs = logits.softmax(dim=-1)  # eq. 6
-    top, idx = probs.topk(k, dim=-1)  # I_K, the support of the mask M_K (eq. 7)
+    top, idx = top_k(probs, k)  # I_K, the support of the mask M_K (eq. 7)
     return top / (top.sum(dim=-1, keepdim=True) + EPS), idx  # eq. 8
 
 
 def hard_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inference mode, eq. 9: the top K logits, softmax over those K only."""
-    top, idx = logits.topk(k, dim=-1)
+    top, idx = top_k(logits, k)
     return top.softmax(dim=-1), idx
 
 
