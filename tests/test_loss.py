@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from yolo_master import ESMoE, YOLOMaster
@@ -123,3 +124,29 @@ def test_head_without_the_distribution(tmp_path, shapes_yaml):
     loss, items = model.loss(batch)
     assert model.model[-1].reg_max == 1
     assert "dfl_loss" not in items and items["moe_loss"] > 0  # Ultralytics swaps DFL for an L1 box term
+
+
+def test_checkpoints_are_replaced_atomically(tmp_path, monkeypatch, shapes_yaml):
+    import os
+
+    from yolo_master.engine.atomic import AtomicPath
+    from yolo_master.engine.trainer import YOLOMasterDetectionTrainer
+
+    best = AtomicPath(tmp_path / "weights" / "best.pt")
+    best.parent.mkdir()
+    best.write_bytes(b"old checkpoint")
+    assert best.read_bytes() == b"old checkpoint"
+
+    def killed(src, dst):  # the process dies between writing the new bytes and the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        best.write_bytes(b"new checkpoint, never completed")
+    assert best.read_bytes() == b"old checkpoint"  # the previous checkpoint is intact
+    assert sorted(p.name for p in best.parent.iterdir()) == ["best.pt"]  # and no temporary is left
+    assert isinstance(best.parent / "epoch3.pt", AtomicPath)
+    monkeypatch.undo()
+    overrides = {"model": "n.yaml", "data": str(shapes_yaml), "project": str(tmp_path)}
+    trainer = YOLOMasterDetectionTrainer(overrides=overrides)
+    assert all(isinstance(p, AtomicPath) for p in (trainer.last, trainer.best, trainer.wdir / "epoch1.pt"))

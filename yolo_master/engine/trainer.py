@@ -13,6 +13,7 @@ from ultralytics.utils import DEFAULT_CFG
 
 from ..models import promote
 from ..zoo import load_model_yaml
+from .atomic import AtomicPath
 from .hyp import apply_extra_hyp, pop_extra_hyp, without_extra_hyp
 from .routing_stats import RoutingStats
 
@@ -22,7 +23,8 @@ class MoETrainerMixin:
 
     - ``moe`` (and future extra hyperparameters) accepted, validated, kept off the validator;
     - the model Ultralytics builds for the task promoted to our subclass (adds the MoE loss);
-    - per-layer routing statistics: ``routing.csv``, ``routing.png`` and a collapse warning.
+    - per-layer routing statistics: ``routing.csv``, ``routing.png`` and a collapse warning;
+    - checkpoints written atomically (see ``atomic.py``).
     """
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks=None) -> None:
@@ -30,6 +32,7 @@ class MoETrainerMixin:
         given = pop_extra_hyp(overrides)
         super().__init__(cfg, overrides, _callbacks)
         apply_extra_hyp(self.args, given)
+        self.wdir, self.last, self.best = AtomicPath(self.wdir), AtomicPath(self.last), AtomicPath(self.best)
         self.routing_stats = RoutingStats()
         self.routing_stats.attach(self)
 
