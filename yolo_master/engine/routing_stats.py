@@ -81,6 +81,19 @@ class RoutingStats:
 
         self.add(unwrap_model(trainer.model))
 
+    def reduce(self) -> None:
+        """Sum the counts over every DDP rank, so that every rank logs the same expert loads."""
+        from ..nn.routing import distributed
+
+        if not distributed():
+            return
+        for name in sorted(self.images):  # the same order on every rank
+            packed = torch.cat([torch.tensor([float(self.images[name])]), self.selected[name].float(), self.load[name]])
+            torch.distributed.all_reduce(packed)
+            e = self.selected[name].numel()
+            self.images[name] = int(packed[0].item())
+            self.selected[name], self.load[name] = packed[1 : 1 + e], packed[1 + e :]
+
     def summary(self) -> dict[str, tuple[list[float], list[float]]]:
         """``{layer: (selected fractions, load shares)}`` for the epoch so far."""
         return {
@@ -91,6 +104,7 @@ class RoutingStats:
     def write(self, trainer) -> None:
         from ultralytics.utils import LOGGER, RANK
 
+        self.reduce()  # every rank takes part, before rank 0 writes
         if RANK not in {-1, 0} or not self.images:
             return
         summary = self.summary()

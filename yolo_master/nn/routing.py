@@ -66,11 +66,31 @@ def hard_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return top.softmax(dim=-1), idx
 
 
+def distributed() -> bool:
+    """True inside a multi-process group (DDP): per-batch statistics must then span every rank."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and get_world_size() > 1
+
+
+def get_world_size() -> int:
+    return torch.distributed.get_world_size()
+
+
 def load_balancing_loss(dense: torch.Tensor) -> torch.Tensor:
-    """Eq. 12-13: MSE between each expert's mean share of the routing weight and the uniform ``1/E``."""
+    """Eq. 12-13: MSE between each expert's mean share of the routing weight and the uniform ``1/E``.
+
+    Under DDP the expectation in eq. 12 runs over the global batch: the per-expert sums and the image
+    count are all-reduced with the differentiable ``all_reduce``, so every rank computes the same loss
+    and, after DDP averages gradients, the gradient is that of the one global loss.
+    """
     e = dense.shape[-1]
     share = dense / dense.sum(dim=-1, keepdim=True).clamp_min(EPS)  # the per-image fraction in eq. 12
-    usage = share.mean(dim=0)  # mu_i, the expectation over the batch
+    total, count = share.sum(dim=0), share.new_tensor(float(share.shape[0]))
+    if distributed() and not is_tracing():
+        from torch.distributed.nn.functional import all_reduce
+
+        total = all_reduce(total)
+        count = all_reduce(count.detach())
+    usage = total / count  # mu_i, the expectation over the (global) batch
     return ((usage - 1.0 / e) ** 2).mean()
 
 
