@@ -29,9 +29,9 @@ def cli_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "yolo_master.cli"]
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 600, wrapper: list[str] | None = None):
+def run_cli(*args: str, cwd: Path, timeout: int = 600, wrapper: list[str] | None = None, env: dict | None = None):
     """Run the CLI in a fresh process; returns the CompletedProcess (text mode)."""
-    env = {**os.environ, "YOLO_VERBOSE": "true", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "YOLO_VERBOSE": "true", "PYTHONUNBUFFERED": "1", **(env or {})}
     env.pop("YOLO_MASTER_DEBUG", None)
     cmd = (wrapper or cli_command()) + list(args)
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -117,7 +117,7 @@ def test_unknown_model_name_lists_valid_ones():
         ("[-1, 1, ESMoE, [64, 0, 1]]", "must be >= 1"),
         ("[-1, 1, ESMoE, [64, 4, 0]]", "must be >= 1"),
         ("[-1, 1, ESMoE, [64, 4, 2, [3, 4, 5, 7]]]", "odd positive"),
-        ("[-1, 1, ESMoE, []]", "args must be a list starting with c2"),
+        ("[-1, 1, ESMoE, []]", "the first arg is the output channels c2"),
     ],
 )
 def test_bad_esmoe_rows_fail_with_the_layer_named(tmp_path, row, match):

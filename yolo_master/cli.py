@@ -112,7 +112,7 @@ def parse_args(argv: list[str]) -> dict:
 
 MODE_KEYS = {
     "export": {"strategy"},
-    "benchmark": {"compare", "runs", "warmup"},
+    "benchmark": {"compare", "runs", "warmup", "threads"},
 }  # our keys beyond Ultralytics' (train's come from engine.hyp)
 
 

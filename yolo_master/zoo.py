@@ -10,7 +10,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from ultralytics.utils import YAML
+import yaml
 
 SCALES = "nsmlx"
 FAMILIES = {  # name prefix -> family YAML (each with a `scales:` table)
@@ -57,11 +57,14 @@ def load_model_yaml(name: str | Path) -> dict:
     """Load a model YAML by zoo name or path, with ``scale`` set from the name when it has one."""
     path, scale, display = resolve(name)
     try:
-        d = YAML.load(path)
-    except Exception as e:
-        raise ValueError(f"cannot read model YAML {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
-    if not isinstance(d, dict) or not isinstance(d.get("backbone"), list) or not isinstance(d.get("head"), list):
+        d = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"cannot read model YAML {path}: {' '.join(str(e).split())}") from None
+    if not isinstance(d, dict):
         raise ValueError(f"model YAML {path} must be a mapping with 'backbone' and 'head' lists")
+    from .yaml_check import check_model_dict
+
+    check_model_dict(d, source=f"model YAML {path.name}")
     scales = d.get("scales") or {}
     if scale and scales and scale not in scales:
         raise ValueError(f"model YAML {path} has no scale '{scale}' (it defines {', '.join(scales)})")

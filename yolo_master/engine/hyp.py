@@ -18,15 +18,15 @@ def pop_extra_hyp(overrides: dict) -> dict:
     """Remove and validate our keys from ``overrides``; return the ones that were given."""
     extra = {}
     for key, default in EXTRA_HYP.items():
-        value = overrides.pop(key, None)
-        if value is None:
+        raw = overrides.pop(key, None)
+        if raw is None:
             continue
         try:
-            value = float(value)
+            value = float(raw)
         except (TypeError, ValueError):
-            raise TypeError(f"'{key}={value}' must be a number, e.g. '{key}={default}'") from None
+            raise TypeError(f"'{key}={raw}' must be a number, e.g. '{key}={default}'") from None
         if value < 0:
-            raise ValueError(f"'{key}={value}' must be >= 0 (0 turns the MoE balancing loss off)")
+            raise ValueError(f"'{key}={raw}' must be >= 0 (0 turns the MoE balancing loss off)")
         extra[key] = value
     return extra
 
