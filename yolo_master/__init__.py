@@ -12,13 +12,13 @@ from .compat import check_ultralytics_version  # noqa: E402
 
 check_ultralytics_version()
 
+from .model import YOLOMaster  # noqa: E402
 from .nn.register import register  # noqa: E402
 from .offline import use_local_fonts  # noqa: E402
 
 register()
 use_local_fonts()
 
-from .model import YOLOMaster  # noqa: E402
 from .nn import ESMoE  # noqa: E402
 
 __version__ = "0.1.0"

@@ -139,7 +139,7 @@ def check_keys(mode: str, args: dict) -> None:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else " ('yolo cfg' lists the valid keys)"
             raise UsageError(f"unknown key '{key}' for {mode}{hint}")
-    missing = [k for k in MODES[mode][1] if k not in args]
+    missing = [k for k in MODES[mode][1] if k not in args and not (mode == "train" and args.get("resume"))]
     if missing:
         raise UsageError(f"{mode} needs {', '.join(f'{k}=...' for k in missing)}, e.g. {MODES[mode][2]}")
     from ultralytics.cfg import check_cfg

@@ -11,7 +11,9 @@ infers ``c1`` / width-scales ``c2`` only for the blocks in a set local to that f
    for its own blocks (``c1 = ch[f]``, ``c2 = make_divisible(min(c2, max_channels) * width, 8)``),
    and the stand-in is swapped for the real block built from those channels. The layer table is
    printed afterwards, with the real module names.
-3. thop (Ultralytics' FLOPs counter) learns to count the experts that actually run.
+3. thop (Ultralytics' FLOPs counter) learns to count the experts that run.
+4. Ultralytics' opt-in safe checkpoint loading (``ULTRALYTICS_SAFE_LOAD=1``, a ``weights_only``
+   unpickler with an allow-list of known classes) learns our classes, and nothing else.
 """
 
 from __future__ import annotations
@@ -107,6 +109,26 @@ def _count_expert_bank(bank: ExpertBank, inputs: tuple, output) -> None:
     bank.total_ops += indices.numel() * bank.c1 * x.shape[2] * x.shape[3] * per_pixel
 
 
+def safe_load_classes() -> list[type]:
+    """Every class of ours that a checkpoint may name (models, blocks, per-forward state, criterion)."""
+    from ..models import TASK_MODELS
+    from ..models.moe_loss import MoECriterion
+    from .moe import Transient
+    from .routing import TopKRouter
+
+    return [*TASK_MODELS.values(), ESMoE, ExpertBank, TopKRouter, Transient, MoECriterion]
+
+
+def _allow_in_safe_load(tasks) -> None:
+    safe = getattr(tasks, "_SafeLoad", None)
+    if safe is None or not getattr(safe, "SUPPORTED", False):
+        return
+    with safe._lock:
+        if safe._registry is None:
+            safe._registry = safe._build()
+        safe._registry.update({f"{c.__module__}.{c.__qualname__}": c for c in safe_load_classes()})
+
+
 def register() -> None:
     """Idempotently register our blocks with Ultralytics (and thop, when installed)."""
     tasks = importlib.import_module("ultralytics.nn.tasks")
@@ -114,6 +136,7 @@ def register() -> None:
         setattr(tasks, name, cls)
     if not hasattr(tasks.parse_model, "__wrapped__"):
         tasks.parse_model = _wrap_parse_model(tasks.parse_model)
+    _allow_in_safe_load(tasks)
     try:
         thop_profile = importlib.import_module("thop.profile")
         thop_profile.register_hooks[ExpertBank] = _count_expert_bank
