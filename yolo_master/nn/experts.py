@@ -7,9 +7,8 @@ expert runs, and export strategies can gather weights by expert index. No tensor
 Ultralytics' ``model.to(memory_format=torch.channels_last)`` leaves them alone.
 
 Packing instead of zero-padding every kernel to ``k_max x k_max`` keeps the parameter count honest
-and lets a 3x3 expert cost a 3x3 convolution; :meth:`ExpertBank.padded_depthwise` builds the
-zero-padded ``E x C1 x 1 x k_max x k_max`` form (same outputs with padding ``k_max // 2``) for
-strategies that need one weight shape for all experts.
+and lets a 3x3 expert cost a 3x3 convolution; the export strategy that needs one weight shape for
+all experts builds the zero-padded form from the folded weights (``fusion.py``).
 """
 
 from __future__ import annotations
@@ -77,14 +76,6 @@ class ExpertBank(nn.Module):
         """Expert ``e``'s depthwise kernel, ``(C1, 1, k, k)``."""
         k = self.kernel_sizes[e]
         return self.dw_weight[:, self.offsets[e] : self.offsets[e + 1]].reshape(self.c1, 1, k, k)
-
-    def padded_depthwise(self) -> torch.Tensor:
-        """All depthwise kernels zero-padded at the centre to ``(E, C1, 1, k_max, k_max)``."""
-        out = self.dw_weight.new_zeros(self.num_experts, self.c1, 1, self.k_max, self.k_max)
-        for e, k in enumerate(self.kernel_sizes):
-            p = (self.k_max - k) // 2
-            out[e, :, :, p : p + k, p : p + k] = self.depthwise(e)
-        return out
 
     def expert_params(self, e: int) -> int:
         """Trainable parameters of expert ``e``."""

@@ -87,7 +87,8 @@ class ESMoE(nn.Module):
     ) -> None:
         super().__init__()
         c2 = c1 if c2 is None else c2
-        _check_int("c1", c1, 1), _check_int("c2", c2, 1)
+        _check_int("c1", c1, 1)
+        _check_int("c2", c2, 1)
         num_experts, top_k, kernel_sizes = check_moe_args(num_experts, top_k, kernel_sizes)
         self.c1, self.c2 = c1, c2
         self.router = TopKRouter(c1, num_experts, top_k, reduction)
