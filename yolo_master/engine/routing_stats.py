@@ -4,10 +4,12 @@ For every layer that exposes ``last_routing`` (ES-MoE), after each training batc
 expert, how many images selected it and how much routing weight it received. At the end of each
 epoch one row per (layer, expert) is appended to ``routing.csv`` in the run directory:
 
-    epoch, layer, expert, selected, load
+    epoch, layer, expert, selected, load, maxvio
 
 ``selected`` is the fraction of images that routed to the expert (the K fractions of a layer sum to
-K); ``load`` is the expert's share of the routing weight (sums to 1 per layer; eq. 12's mu). The
+K); ``load`` is the expert's share of the routing weight (sums to 1 per layer; eq. 12's mu);
+``maxvio`` is the layer's MaxVio over the whole epoch (GigaMoE eq. 8: the most chosen expert's
+count over the mean count, minus 1; 0 is perfectly balanced). The
 whole history is drawn into ``routing.png`` next to Ultralytics' plots, and a layer whose one expert
 takes more than 90% of the load, or whose expert gets under 2%, is named in a warning.
 """
@@ -23,7 +25,13 @@ from torch import nn
 COLLAPSE_LOAD = 0.90  # one expert above this share of a layer's routing weight: collapsed
 STARVED_LOAD = 0.02  # an expert below this share: starved
 
-FIELDS = ("epoch", "layer", "expert", "selected", "load")
+FIELDS = ("epoch", "layer", "expert", "selected", "load", "maxvio")
+
+
+def max_violation(selected: list[float]) -> float:
+    """GigaMoE eq. 8: ``max_i load_i / mean(load) - 1`` over expert selection counts (or fractions)."""
+    mean = sum(selected) / len(selected)
+    return max(selected) / mean - 1 if mean > 0 else 0.0
 
 
 def routed_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -115,8 +123,9 @@ class RoutingStats:
             if new:
                 writer.writerow(FIELDS)
             for layer, (selected, load) in summary.items():
+                maxvio = max_violation(selected)
                 for e, (s, w) in enumerate(zip(selected, load)):
-                    writer.writerow((trainer.epoch + 1, layer, e, f"{s:.5f}", f"{w:.5f}"))
+                    writer.writerow((trainer.epoch + 1, layer, e, f"{s:.5f}", f"{w:.5f}", f"{maxvio:.4f}"))
         for message in collapse_warnings({layer: load for layer, (_, load) in summary.items()}):
             LOGGER.warning(message)
         if getattr(trainer.args, "plots", False):

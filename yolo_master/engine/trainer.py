@@ -10,10 +10,12 @@ from ultralytics.models.yolo.obb import OBBTrainer
 from ultralytics.models.yolo.pose import PoseTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.utils import DEFAULT_CFG
+from ultralytics.utils.torch_utils import unwrap_model
 
 from ..models import promote
 from ..zoo import load_model_yaml
 from .atomic import AtomicPath
+from .balancing import update_selection_biases
 from .hyp import apply_extra_hyp, pop_extra_hyp, without_extra_hyp
 from .routing_stats import RoutingStats
 
@@ -44,6 +46,11 @@ class MoETrainerMixin:
     def get_validator(self):
         with without_extra_hyp(self.args):
             return super().get_validator()
+
+    def optimizer_step(self):
+        """Ultralytics' step, then the loss-free balancing bias update (once per optimizer step)."""
+        super().optimizer_step()
+        update_selection_biases(unwrap_model(self.model), self.ema.ema if self.ema else None, self.epoch / self.epochs)
 
 
 class YOLOMasterDetectionTrainer(MoETrainerMixin, DetectionTrainer):

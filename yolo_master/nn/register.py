@@ -83,6 +83,36 @@ def print_layer_table(model: nn.Sequential, d: dict) -> None:
         LOGGER.info(f"{i:>3}{f!s:>20}{n:>3}{np_:10.0f}  {t:<45}{args!s:<30}")
 
 
+BALANCE_DECAYS = ("constant", "linear", "cosine")
+
+
+def apply_moe_options(model: nn.Module, options: dict | None) -> None:
+    """Apply the model YAML's ``moe:`` section to every router.
+
+    ``balance: loss`` (default, eq. 12-13 only) or ``balance: bias`` (adds GigaMoE's loss-free bias
+    balancing, Algorithm 1), with ``bias_rate`` (u_init, default 1e-2) and ``bias_decay``
+    (constant | linear | cosine over training).
+    """
+    options = dict(options or {})
+    balance = options.pop("balance", "loss")
+    rate = options.pop("bias_rate", 1e-2)
+    decay = options.pop("bias_decay", "constant")
+    if options:
+        raise ValueError(
+            f"model YAML 'moe:' section: unknown keys {sorted(options)} (use balance, bias_rate, bias_decay)"
+        )
+    if balance not in {"loss", "bias"}:
+        raise ValueError(f"model YAML 'moe: balance: {balance}': choose loss or bias")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
+        raise ValueError(f"model YAML 'moe: bias_rate: {rate}': a positive number, e.g. 0.01")
+    if decay not in BALANCE_DECAYS:
+        raise ValueError(f"model YAML 'moe: bias_decay: {decay}': choose {', '.join(BALANCE_DECAYS)}")
+    for m in model.modules():
+        if isinstance(m, ESMoE):
+            m.router.bias_rate = float(rate) if balance == "bias" else 0.0
+            m.router.bias_decay = decay
+
+
 def _wrap_parse_model(original):
     def parse_model(d, ch, verbose=True):
         lowered, ours = _lower(d)
@@ -90,6 +120,7 @@ def _wrap_parse_model(original):
             return original(d, ch, verbose)
         model, save = original(lowered, ch, verbose=False)
         _raise(model, ours)
+        apply_moe_options(model, d.get("moe"))
         if verbose:
             print_layer_table(model, d)
         return model, save

@@ -53,17 +53,21 @@ def top_k(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return top[..., :k], idx[..., :k]
 
 
-def soft_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training mode, eq. 6-8: softmax over all E, keep the top K, renormalise the kept weights."""
+def soft_top_k(logits: torch.Tensor, k: int, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training mode, eq. 6-8: softmax over all E, keep the top K, renormalise the kept weights.
+
+    ``bias`` (loss-free balancing) shifts the selection only; the weights come from the logits.
+    """
     probs = logits.softmax(dim=-1)  # eq. 6
-    top, idx = top_k(probs, k)  # I_K, the support of the mask M_K (eq. 7)
+    _, idx = top_k(logits if bias is None else logits + bias, k)  # I_K (eq. 7); softmax keeps the order
+    top = probs.gather(-1, idx)
     return top / (top.sum(dim=-1, keepdim=True) + EPS), idx  # eq. 8
 
 
-def hard_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inference mode, eq. 9: the top K logits, softmax over those K only."""
-    top, idx = top_k(logits, k)
-    return top.softmax(dim=-1), idx
+def hard_top_k(logits: torch.Tensor, k: int, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference mode, eq. 9: the top K logits (selection shifted by ``bias``), softmax over those K only."""
+    _, idx = top_k(logits if bias is None else logits + bias, k)
+    return logits.gather(-1, idx).softmax(dim=-1), idx
 
 
 def distributed() -> bool:
@@ -117,6 +121,12 @@ class TopKRouter(nn.Module):
         self.reduce = nn.Conv2d(c1, hidden, 1)
         self.act = nn.SiLU()
         self.logits = nn.Conv2d(hidden, num_experts, 1)
+        # Loss-free balancing (GigaMoE, Algorithm 1): a per-expert bias that shifts *which* experts are
+        # chosen, never their weights; updated once per optimizer step by `update_selection_bias`. Zero
+        # (and so without effect) unless the model YAML enables it; saved with the model, exported as a constant.
+        self.register_buffer("selection_bias", torch.zeros(num_experts))
+        self.register_buffer("step_counts", torch.zeros(num_experts), persistent=False)
+        self.bias_rate, self.bias_decay = 0.0, "constant"  # set from the model YAML's `moe:` section
 
     def forward(self, x: torch.Tensor) -> Routing:
         logits = self.logits(self.act(self.reduce(self.pool(x)))).flatten(1)  # eq. 5, (B, E)
@@ -125,9 +135,24 @@ class TopKRouter(nn.Module):
             indices = torch.arange(self.num_experts, device=x.device).expand_as(logits)
             return Routing(indices, weights, dense, load_balancing_loss(dense), logits)
         select = soft_top_k if self.training else hard_top_k  # eq. 10
-        weights, indices = select(logits, self.top_k)
+        weights, indices = select(logits, self.top_k, self.selection_bias)
+        if self.training:
+            self.step_counts += torch.bincount(indices.flatten().detach(), minlength=self.num_experts).to(logits.dtype)
         dense = torch.zeros_like(logits).scatter(1, indices, weights)
         return Routing(indices, weights, dense, load_balancing_loss(dense), logits)
+
+    @torch.no_grad()
+    def update_selection_bias(self, rate: float) -> None:
+        """``b_i += rate * sign(mean load - load_i)`` from the choices since the last call, then reset them.
+
+        Under DDP the counts are summed over ranks first, so every rank applies the same update.
+        """
+        counts = self.step_counts.clone()
+        if distributed():
+            torch.distributed.all_reduce(counts)
+        if counts.sum() > 0:
+            self.selection_bias += rate * torch.sign(counts.mean() - counts)
+        self.step_counts.zero_()
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, top_k={self.top_k}"
