@@ -233,6 +233,7 @@ TENSORRT_OPS = {
     "Expand",
     "Flatten",
     "Gather",
+    "GatherElements",
     "GlobalAveragePool",
     "Greater",
     "Identity",
