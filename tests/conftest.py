@@ -15,6 +15,12 @@ import yolo_master  # noqa: F401  (offline defaults + registration before anythi
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """Every test runs in its own folder: exports and runs/ never land in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def shapes_yaml(tmp_path_factory) -> Path:
     """16 training and 8 validation images at 160 px."""
