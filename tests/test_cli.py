@@ -100,3 +100,5 @@ def test_info_prints_esmoe_rows_and_active_params(tmp_path):
     assert proc.stdout.count("yolo_master.nn.moe.ESMoE") == 3
     summary = proc.stdout.strip().splitlines()[-1]
     assert summary.startswith("yolo-master-s.yaml:") and "active per image" in summary and "GFLOPs at 320" in summary
+    rho = float(summary.split("rho ")[1].split()[0])
+    assert 0.05 < rho < 0.5  # the routed experts are a real, but minor, share of the compute

@@ -142,3 +142,13 @@ def test_esmoe_can_change_width_and_repeat(tmp_path):
     assert (first.c1, first.c2, second.c1, second.c2) == (16, 32, 32, 32)
     assert not first.add and second.add  # the shortcut only where channels are preserved
     assert model.model[2].conv.in_channels == 32
+
+
+@pytest.mark.parametrize("scale", ["n", "x"])
+def test_gflops_are_counted_for_every_scale(scale):
+    """Ultralytics profiles with uninitialised input (torch.empty): the count must not depend on it."""
+    from ultralytics.utils.torch_utils import get_flops
+
+    net = YOLOMaster(f"{scale}.yaml").model
+    for _ in range(3):
+        assert get_flops(net, 640) == pytest.approx({"n": 9.2, "x": 256.6}[scale], abs=0.1)

@@ -1,10 +1,17 @@
-"""``yolo-master info``: the layer table with ESMoE rows, total and active parameters, GFLOPs."""
+"""``yolo-master info``: the layer table with ESMoE rows, total and active parameters, GFLOPs, rho.
+
+rho (compute leverage, after the sparse-MoE-in-vision paper) = FLOPs of the routed experts that run /
+all FLOPs of the model, both for one image at ``imgsz`` and counted the same way (thop, Ultralytics'
+counter; routed experts at K x their average size). MoE only pays off when rho is large.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-from .nn.register import layer_rows
+from .nn.experts import ExpertBank
+from .nn.register import layer_rows, routed_macs
 
 
 def active_params(module: nn.Module) -> int:
@@ -13,6 +20,25 @@ def active_params(module: nn.Module) -> int:
         return module.active_params()
     own = sum(p.numel() for p in module.parameters(recurse=False))
     return own + sum(active_params(child) for child in module.children())
+
+
+def routed_gflops(net: nn.Module, imgsz: int) -> float:
+    """GFLOPs of the routed experts in one eval forward of a blank ``imgsz`` image (2 x MACs)."""
+    total = 0.0
+
+    def count(bank, inputs, output):
+        nonlocal total
+        total += routed_macs(bank, inputs[0], inputs[1])
+
+    handles = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, ExpertBank)]
+    try:
+        p = next(net.parameters())
+        with torch.inference_mode():
+            net.eval()(torch.zeros(1, 3, imgsz, imgsz, device=p.device, dtype=p.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+    return 2 * total / 1e9
 
 
 def model_info(model, imgsz: int = 640) -> str:
@@ -26,8 +52,10 @@ def model_info(model, imgsz: int = 640) -> str:
     total, active = sum(p.numel() for p in net.parameters()), active_params(net)
     gflops = get_flops(net, imgsz)
     name = net.yaml.get("yaml_file", "model")
+    rho = routed_gflops(net, imgsz) / gflops if gflops else 0.0
     lines.append(
         f"{name}: {len(net.model)} layers, {total:,} parameters, {active:,} active per image "
-        f"({active / total:.0%}), {gflops:.1f} GFLOPs at {imgsz} (top-K experts)"
+        f"({active / total:.0%}), {gflops:.1f} GFLOPs at {imgsz} (top-K experts), "
+        f"rho {rho:.3f} (routed-expert FLOPs / all FLOPs)"
     )
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .dispatch import STRATEGIES, is_tracing, resolve
+from .dispatch import STRATEGIES, resolve
 from .experts import ExpertBank, default_kernel_sizes
 from .routing import Routing, TopKRouter
 
@@ -134,7 +134,9 @@ class ESMoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         routing = self.router(x)
-        if not is_tracing() and not torch.isfinite(routing.logits).all():
+        # Only in a real training step (grad enabled): profilers feed uninitialised memory without
+        # grad, and eval outputs of a broken model are visibly broken anyway.
+        if self.training and torch.is_grad_enabled() and not torch.isfinite(routing.logits).all():
             where = f"layer {self.i} " if hasattr(self, "i") else ""
             raise FloatingPointError(
                 f"ES-MoE {where}got non-finite gate logits (NaN/Inf): the run diverged; lower the learning rate "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 from copy import deepcopy
 
+import torch
 from torch import nn
 
 from .experts import ExpertBank
@@ -130,14 +131,17 @@ def _wrap_parse_model(original):
     return parse_model
 
 
-def _count_expert_bank(bank: ExpertBank, inputs: tuple, output) -> None:
-    """thop rule: multiply-accumulates of K experts of average size per image (depthwise + BN + pointwise).
-
-    The average, not the route the profiling input happened to take, so GFLOPs are reproducible.
-    """
-    x, indices = inputs[0], inputs[1]
+def routed_macs(bank: ExpertBank, x: torch.Tensor, indices: torch.Tensor) -> float:
+    """Multiply-accumulates of the routed experts for one forward: K experts of average size per image
+    (depthwise + BN + pointwise). The average, not the route an input happened to take, so the count is
+    reproducible."""
     per_pixel = sum(k * k + 2 + bank.c2 for k in bank.kernel_sizes) / bank.num_experts
-    bank.total_ops += indices.numel() * bank.c1 * x.shape[2] * x.shape[3] * per_pixel
+    return indices.numel() * bank.c1 * x.shape[2] * x.shape[3] * per_pixel
+
+
+def _count_expert_bank(bank: ExpertBank, inputs: tuple, output) -> None:
+    """thop rule for the expert bank: :func:`routed_macs`."""
+    bank.total_ops += routed_macs(bank, inputs[0], inputs[1])
 
 
 def safe_load_classes() -> list[type]:
