@@ -35,6 +35,7 @@ def _collapsed_router() -> tuple[TopKRouter, torch.Tensor]:
 
 
 def _maxvio(router, x, steps, rate):
+    router.bias_rate = rate  # the router counts its choices only when bias balancing is on
     counts = torch.zeros(4)
     for step in range(steps):
         r = router(x + 0.3 * torch.randn_like(x))
@@ -42,8 +43,6 @@ def _maxvio(router, x, steps, rate):
             counts += torch.bincount(r.indices.flatten(), minlength=4)
         if rate:
             router.update_selection_bias(rate)
-        else:
-            router.step_counts.zero_()
     return max_violation(counts.tolist())
 
 
@@ -134,3 +133,9 @@ def test_training_with_bias_balancing_updates_and_saves_the_bias(tmp_path, shape
     assert len(biases) == 3 and all(b.abs().sum() > 0 for b in biases)
     rows = (tmp_path / "run" / "routing.csv").read_text().splitlines()
     assert rows[0].endswith(",maxvio")
+
+
+def test_default_router_does_no_counting_work():
+    router = TopKRouter(8, 4, 2).train()  # balance: loss (the default)
+    router(torch.randn(4, 8, 5, 5))
+    assert router.step_counts.sum() == 0 and router.selection_bias.abs().sum() == 0

@@ -34,5 +34,3 @@ def update_selection_biases(model: nn.Module, ema_model: nn.Module | None, progr
             router.update_selection_bias(decayed_rate(router.bias_rate, router.bias_decay, min(max(progress, 0), 1)))
             if i < len(ema_routers):
                 ema_routers[i].selection_bias.copy_(router.selection_bias)
-        else:
-            router.step_counts.zero_()

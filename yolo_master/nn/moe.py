@@ -68,7 +68,7 @@ class ESMoE(nn.Module):
         reduction: gating channel reduction gamma (``C_red = max(C / gamma, 8)``).
         shortcut: add the input back when ``c1 == c2``.
         strategy: execution strategy: ``auto`` (default), ``select``, ``grouped``, ``dense`` (eager) or
-            ``gather``, ``branch`` (graph form for export); see ``dispatch.py``.
+            ``slice``, ``gather``, ``branch`` (graph form for export); see ``dispatch.py``.
 
     Shape:
         ``(B, c1, H, W) -> (B, c2, H, W)``; one routing decision per image.

@@ -72,11 +72,8 @@ def hard_top_k(logits: torch.Tensor, k: int, bias: torch.Tensor | None = None) -
 
 def distributed() -> bool:
     """True inside a multi-process group (DDP): per-batch statistics must then span every rank."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and get_world_size() > 1
-
-
-def get_world_size() -> int:
-    return torch.distributed.get_world_size()
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def load_balancing_loss(dense: torch.Tensor) -> torch.Tensor:
@@ -136,7 +133,7 @@ class TopKRouter(nn.Module):
             return Routing(indices, weights, dense, load_balancing_loss(dense), logits)
         select = soft_top_k if self.training else hard_top_k  # eq. 10
         weights, indices = select(logits, self.top_k, self.selection_bias)
-        if self.training:
+        if self.training and self.bias_rate > 0:  # only bias-balanced routers need the counts
             self.step_counts += torch.bincount(indices.flatten().detach(), minlength=self.num_experts).to(logits.dtype)
         dense = torch.zeros_like(logits).scatter(1, indices, weights)
         return Routing(indices, weights, dense, load_balancing_loss(dense), logits)
