@@ -132,7 +132,7 @@ def test_training_with_bias_balancing_updates_and_saves_the_bias(tmp_path, shape
     biases = [m.router.selection_bias for m in ckpt["model"].modules() if isinstance(m, ESMoE)]
     assert len(biases) == 3 and all(b.abs().sum() > 0 for b in biases)
     rows = (tmp_path / "run" / "routing.csv").read_text().splitlines()
-    assert rows[0].endswith(",maxvio")
+    assert rows[0].endswith(",maxvio,dropped")
 
 
 def test_default_router_does_no_counting_work():

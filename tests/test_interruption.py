@@ -11,6 +11,8 @@ import torch
 from conftest import run_cli
 
 from yolo_master.data.shapes import generate
+from yolo_master.engine.resume_state import FILENAME
+from yolo_master.zoo import cfg_dir
 
 pytestmark = pytest.mark.slow
 KILLER = [sys.executable, str(Path(__file__).with_name("kill_at.py"))]
@@ -45,11 +47,65 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, signal_name, status):
     epochs_logged = {row["epoch"] for row in csv.DictReader((tmp_path / "run" / "routing.csv").open())}
     assert epochs_logged == {"1"}
 
+    assert (last.parent / FILENAME).exists()
+    if signal_name == "SIGINT":  # as from stock Ultralytics: no full-precision state, a warning, resumed all the same
+        (last.parent / FILENAME).unlink()
+
     proc = run_cli("train", "resume=True", f"model={last}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Resuming training" in proc.stdout + proc.stderr
+    assert (f"no {FILENAME} beside it" in proc.stdout + proc.stderr) == (signal_name == "SIGINT")
     results = list(csv.DictReader((tmp_path / "run" / "results.csv").open()))
     assert [int(float(r["epoch"])) for r in results] == [1, 2, 3]
     routing = list(csv.DictReader((tmp_path / "run" / "routing.csv").open()))
     assert sorted({r["epoch"] for r in routing}) == ["1", "2", "3"]
     assert len(routing) == 3 * (4 + 3 + 3)  # each epoch once: the interrupted epoch was not logged twice
+
+
+def test_resumed_run_reaches_the_weights_of_an_uninterrupted_one(tmp_path):
+    """SIGKILL mid-epoch, resume: the same raw weights, EMA, optimizer state and router biases, bit for bit."""
+    data = generate(tmp_path / "data", train=16, val=4, imgsz=64, seed=0)
+    model = tmp_path / "bias-n.yaml"  # bias balancing on, so the routers carry state of their own
+    model.write_text((cfg_dir() / "detect/yolo-master.yaml").read_text() + "\nmoe: {balance: bias, bias_rate: 0.01}\n")
+    args = [
+        "train",
+        f"model={model}",
+        f"data={data}",
+        "epochs=3",
+        "close_mosaic=1",  # mosaic in epochs 1-2, closed in epoch 3
+        "imgsz=64",
+        "batch=8",
+        "nbs=8",  # an optimizer step every batch: exact (gradient accumulation across a resume is not)
+        "workers=0",
+        "seed=0",
+        "deterministic=True",
+        "device=cpu",
+        "plots=False",
+        "val=False",
+        f"project={tmp_path}",
+    ]
+    proc = run_cli(*args, "name=straight", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli("SIGKILL", "1", "1", *args, "name=killed", cwd=tmp_path, wrapper=KILLER)  # 1 batch into epoch 2
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    proc = run_cli("train", "resume=True", f"model={tmp_path / 'killed/weights/last.pt'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Resuming training" in proc.stdout + proc.stderr and FILENAME not in proc.stdout + proc.stderr
+
+    straight, resumed = (
+        torch.load(tmp_path / run / "weights" / FILENAME, weights_only=True) for run in ("straight", "killed")
+    )
+    assert straight["epoch"] == resumed["epoch"] == 2 and straight["updates"] == resumed["updates"]
+    for part in ("model", "ema"):
+        assert straight[part].keys() == resumed[part].keys()
+        for name, value in straight[part].items():
+            torch.testing.assert_close(resumed[part][name], value, rtol=0, atol=0, msg=f"{part} {name} differs")
+    moments = [
+        (s, r)
+        for a, b in zip(straight["optimizer"]["state"].values(), resumed["optimizer"]["state"].values())
+        for s, r in zip(a.values(), b.values())
+    ]
+    assert moments and all(torch.equal(s, r) for s, r in moments)  # Adam's moments (SGD's momenta), step counts
+    biases = [name for name in resumed["model"] if name.endswith("selection_bias")]
+    assert len(biases) == 3 and all(resumed["model"][b].abs().sum() > 0 for b in biases)  # the bias did move
+    assert all(torch.equal(resumed["ema"][b], resumed["model"][b]) for b in biases)  # the EMA holds a copy

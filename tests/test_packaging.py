@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_non_editable_install_resolves_zoo_names_from_anywhere(tmp_path):
     target = tmp_path / "site"
+    source = tmp_path / "source"  # a clean copy: a stale build/ folder in the checkout would hide missing packages
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns("build", "*.egg-info", ".*", "runs", "__pycache__"))
     proc = subprocess.run(
         [
             sys.executable,
@@ -27,7 +30,7 @@ def test_non_editable_install_resolves_zoo_names_from_anywhere(tmp_path):
             "--quiet",
             "--target",
             str(target),
-            str(REPO),
+            str(source),
         ],
         capture_output=True,
         text=True,
@@ -35,10 +38,15 @@ def test_non_editable_install_resolves_zoo_names_from_anywhere(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (target / "yolo_master" / "cfg" / "detect" / "yolo-master.yaml").is_file()
+    packages = {p.parent.relative_to(REPO).as_posix() for p in (REPO / "yolo_master").rglob("__init__.py")}
+    installed = {p.parent.relative_to(target).as_posix() for p in (target / "yolo_master").rglob("__init__.py")}
+    assert packages <= installed, f"subpackages missing from pyproject's packages: {packages - installed}"
     code = (
-        "import yolo_master, sys\n"
+        "import importlib, pkgutil, yolo_master, sys\n"
         "from yolo_master import YOLOMaster\n"
         f"assert yolo_master.__file__.startswith(r'{target}'), yolo_master.__file__\n"
+        "for m in pkgutil.walk_packages(yolo_master.__path__, 'yolo_master.'):\n"
+        "    importlib.import_module(m.name)  # every module imports from the installed copy\n"
         "m = YOLOMaster('s.yaml')\n"
         "print(m.model.yaml['yaml_file'], sum(p.numel() for p in m.model.parameters()))\n"
     )

@@ -2,8 +2,8 @@
 
     yolo-master MODE [key=value ...] [--key value ...] [--flag ...]
 
-Modes: train, val, predict, export, routes, benchmark, info. Keys are Ultralytics' (``yolo cfg`` lists them) plus
-``moe`` for train. Both spellings work: ``epochs=3``, ``--epochs 3``, ``--epochs=3``; a bare
+Modes: train, val, predict, export, routes, benchmark, info, upcycle. Keys are Ultralytics' (``yolo cfg`` lists
+them) plus ``moe`` for train. Both spellings work: ``epochs=3``, ``--epochs 3``, ``--epochs=3``; a bare
 ``--flag`` means ``flag=True``. Bad input ends with one line on stderr and exit status 2.
 """
 
@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-USAGE = "usage: yolo-master {train,val,predict,export,routes,benchmark,info} [key=value ...] [--key value ...]"
+USAGE = "usage: yolo-master {train,val,predict,export,routes,benchmark,info,upcycle} [key=value ...] [--key value ...]"
 
 MODES = {
     "train": (
@@ -51,6 +51,11 @@ MODES = {
         "Print the layer table (ESMoE rows), parameters, active parameters and GFLOPs.",
         [],
         "yolo-master info model=n.yaml imgsz=640",
+    ),
+    "upcycle": (
+        "Turn a trained dense checkpoint into an MoE model with the same predictions, for MoE-tuning.",
+        ["model"],
+        "yolo-master upcycle model=my_yolo12n.pt to=n.yaml experts=4 split=2",
     ),
 }
 
@@ -113,6 +118,7 @@ def parse_args(argv: list[str]) -> dict:
 MODE_KEYS = {
     "export": {"strategy"},
     "benchmark": {"compare", "runs", "warmup", "threads"},
+    "upcycle": {"to", "experts", "split", "layout", "out"},
 }  # our keys beyond Ultralytics' (train's come from engine.hyp)
 
 
@@ -154,6 +160,7 @@ def check_keys(mode: str, args: dict) -> None:
 MODE_ONLY = {
     "routes": {"model", "source", "imgsz", "project", "name"},
     "benchmark": {"model", "compare", "imgsz", "batch", "runs", "warmup", "threads", "project", "name"},
+    "upcycle": {"model", "to", "experts", "split", "layout", "out", "seed"},
 }
 
 
@@ -174,6 +181,8 @@ def run(mode: str, args: dict):
     _check_only(mode, args)
     if mode == "benchmark":
         return run_benchmark(args)
+    if mode == "upcycle":
+        return run_upcycle(args)
     model = YOLOMaster(args.pop("model", "yolo-master-n.yaml"))
     if mode == "info":
         print(model_info(model, imgsz=args.get("imgsz", 640)))
@@ -205,6 +214,17 @@ def run_benchmark(args: dict):
     return table
 
 
+def run_upcycle(args: dict):
+    from .upcycle import upcycle
+
+    for key in ("to", "out", "layout"):
+        if key in args:
+            args[key] = str(args[key])
+    path, report = upcycle(args.pop("model"), **args)
+    print(report)
+    return path
+
+
 def help_text(mode: str | None = None) -> str:
     if mode is None:
         lines = [USAGE, "", "YOLO-Master: sparse Mixture-of-Experts detection on Ultralytics.", "", "modes:"]
@@ -217,6 +237,10 @@ def help_text(mode: str | None = None) -> str:
         "export": "\n  strategy=...   ES-MoE graph: slice (ONNX default), gather (engine default), branch, dense",
         "benchmark": "\n  compare=a.yaml,b.yaml  models to measure beside model=\n  runs=100 warmup=10     timed and "
         "warm-up runs per runtime",
+        "upcycle": "\n  to=n.yaml      insert the ES-MoE blocks of this YAML / zoo name (identity at start)"
+        "\n  experts=4      copies of each FFN (N)\n  split=2        partitions per copy (k) = experts chosen per image"
+        "\n  layout=graft   graft: the checkpoint's layers + ES-MoE (same predictions); target: the YAML as is"
+        "\n  out=x-moe.pt   output (default: <model>-moe.pt beside the input)",
     }.get(mode, "")
     return (
         f"usage: yolo-master {mode} [key=value ...] [--key value ...]\n\n{desc}\n\n"

@@ -74,11 +74,18 @@ class YOLOMaster(Model):
             **kwargs: Ultralytics export arguments (``format``, ``imgsz``, ``batch``, ``half``, ...).
         """
         from .export.prepare import export_strategy, traced_strategy
-        from .nn import ESMoE
+        from .nn import ESMoE, HiMoE
+        from .nn.moe_ffn import FFNMoE
 
-        has_moe = isinstance(self.model, nn.Module) and any(isinstance(m, ESMoE) for m in self.model.modules())
+        modules = list(self.model.modules()) if isinstance(self.model, nn.Module) else []
+        has_routing = any(isinstance(m, (ESMoE, HiMoE, FFNMoE)) for m in modules)  # formats must keep it
         fmt = str(kwargs.get("format", "torchscript")).lower()
-        chosen = export_strategy(fmt, strategy, bool(kwargs.get("dynamic", False)), has_moe)
+        dynamic = bool(kwargs.get("dynamic", False))
+        if dynamic and any(isinstance(m, HiMoE) for m in modules):
+            raise ValueError("dynamic=True cannot trace a HiMoE graph (it unrolls a static batch): export with batch=N")
+        # only ES-MoE has strategies; FFN-MoE (upcycled) graphs are batch-generic
+        es_dynamic = dynamic and any(isinstance(m, ESMoE) for m in modules)
+        chosen = export_strategy(fmt, strategy, es_dynamic, has_routing)
         with traced_strategy(self.model, chosen):
             return super().export(**kwargs)
 

@@ -25,12 +25,22 @@ def decayed_rate(rate: float, decay: str, progress: float) -> float:
     return rate
 
 
+ROUTER_STATE = ("selection_bias", "k_thresholds", "k_seen", "k_recent")  # router buffers the EMA must copy, not average
+
+
 def update_selection_biases(model: nn.Module, ema_model: nn.Module | None, progress: float) -> None:
-    """Update every bias-balanced router of ``model`` and copy the biases into ``ema_model``."""
+    """Update every bias-balanced router of ``model``; copy the routers' state into ``ema_model``.
+
+    The state is the selection bias and the variable-K score thresholds (``nn/variable_k.py``):
+    Ultralytics' EMA averages float buffers, which would make the EMA model select differently from
+    the model it follows.
+    """
     routers = [m for m in model.modules() if isinstance(m, TopKRouter)]
     ema_routers = [m for m in ema_model.modules() if isinstance(m, TopKRouter)] if ema_model is not None else []
-    for i, router in enumerate(routers):
+    for router in routers:
         if router.bias_rate > 0:
             router.update_selection_bias(decayed_rate(router.bias_rate, router.bias_decay, min(max(progress, 0), 1)))
-            if i < len(ema_routers):
-                ema_routers[i].selection_bias.copy_(router.selection_bias)
+    for router, ema_router in zip(routers, ema_routers):
+        for name in ROUTER_STATE:
+            if hasattr(router, name) and hasattr(ema_router, name):
+                getattr(ema_router, name).copy_(getattr(router, name))

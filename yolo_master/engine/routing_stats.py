@@ -4,12 +4,14 @@ For every layer that exposes ``last_routing`` (ES-MoE), after each training batc
 expert, how many images selected it and how much routing weight it received. At the end of each
 epoch one row per (layer, expert) is appended to ``routing.csv`` in the run directory:
 
-    epoch, layer, expert, selected, load, maxvio
+    epoch, layer, expert, selected, load, maxvio, dropped
 
 ``selected`` is the fraction of images that routed to the expert (the K fractions of a layer sum to
 K); ``load`` is the expert's share of the routing weight (sums to 1 per layer; eq. 12's mu);
 ``maxvio`` is the layer's MaxVio over the whole epoch (GigaMoE eq. 8: the most chosen expert's
-count over the mean count, minus 1; 0 is perfectly balanced). The
+count over the mean count, minus 1; 0 is perfectly balanced); ``dropped`` is the fraction of the
+layer's assignments the expert capacity dropped (0 without a capacity). With variable K the
+``selected`` fractions of a layer sum to the average number of experts per image. The
 whole history is drawn into ``routing.png`` next to Ultralytics' plots, and a layer whose one expert
 takes more than 90% of the load, or whose expert gets under 2%, is named in a warning.
 """
@@ -25,7 +27,7 @@ from torch import nn
 COLLAPSE_LOAD = 0.90  # one expert above this share of a layer's routing weight: collapsed
 STARVED_LOAD = 0.02  # an expert below this share: starved
 
-FIELDS = ("epoch", "layer", "expert", "selected", "load", "maxvio")
+FIELDS = ("epoch", "layer", "expert", "selected", "load", "maxvio", "dropped")
 
 
 def max_violation(selected: list[float]) -> float:
@@ -63,6 +65,7 @@ class RoutingStats:
         self.images: dict[str, int] = {}
         self.selected: dict[str, torch.Tensor] = {}
         self.load: dict[str, torch.Tensor] = {}
+        self.dropped: dict[str, torch.Tensor] = {}  # dropped fraction x images, summed
 
     def attach(self, trainer) -> None:
         trainer.add_callback("on_train_epoch_start", self.reset)
@@ -70,7 +73,7 @@ class RoutingStats:
         trainer.add_callback("on_train_epoch_end", self.write)
 
     def reset(self, trainer=None) -> None:
-        self.images, self.selected, self.load = {}, {}, {}
+        self.images, self.selected, self.load, self.dropped = {}, {}, {}, {}
 
     def add(self, model: nn.Module) -> None:
         """Add the latest forward's routing of every layer of ``model``."""
@@ -83,6 +86,9 @@ class RoutingStats:
             self.images[name] = self.images.get(name, 0) + dense.shape[0]
             self.selected[name] = self.selected.get(name, 0) + (dense > 0).sum(0)
             self.load[name] = self.load.get(name, 0) + share.sum(0)
+            dropped = getattr(routing, "dropped", None)
+            dropped = 0.0 if dropped is None else dropped.float().cpu() * dense.shape[0]
+            self.dropped[name] = self.dropped.get(name, 0) + torch.as_tensor(dropped).reshape(1)
 
     def update(self, trainer) -> None:
         from ultralytics.utils.torch_utils import unwrap_model
@@ -96,11 +102,12 @@ class RoutingStats:
         if not distributed():
             return
         for name in sorted(self.images):  # the same order on every rank
-            packed = torch.cat([torch.tensor([float(self.images[name])]), self.selected[name].float(), self.load[name]])
+            counts = [torch.tensor([float(self.images[name])]), self.dropped[name].float()]
+            packed = torch.cat([*counts, self.selected[name].float(), self.load[name]])
             torch.distributed.all_reduce(packed)
             e = self.selected[name].numel()
-            self.images[name] = int(packed[0].item())
-            self.selected[name], self.load[name] = packed[1 : 1 + e], packed[1 + e :]
+            self.images[name], self.dropped[name] = int(packed[0].item()), packed[1:2]
+            self.selected[name], self.load[name] = packed[2 : 2 + e], packed[2 + e :]
 
     def summary(self) -> dict[str, tuple[list[float], list[float]]]:
         """``{layer: (selected fractions, load shares)}`` for the epoch so far."""
@@ -108,6 +115,10 @@ class RoutingStats:
             name: ((self.selected[name] / n).tolist(), (self.load[name] / n).tolist())
             for name, n in self.images.items()
         }
+
+    def dropped_fraction(self, name: str) -> float:
+        """The fraction of ``name``'s assignments the capacity dropped this epoch (image-weighted)."""
+        return float(self.dropped[name].sum()) / max(self.images[name], 1)
 
     def write(self, trainer) -> None:
         from ultralytics.utils import LOGGER, RANK
@@ -123,9 +134,10 @@ class RoutingStats:
             if new:
                 writer.writerow(FIELDS)
             for layer, (selected, load) in summary.items():
-                maxvio = max_violation(selected)
+                maxvio, dropped = max_violation(selected), self.dropped_fraction(layer)
                 for e, (s, w) in enumerate(zip(selected, load)):
-                    writer.writerow((trainer.epoch + 1, layer, e, f"{s:.5f}", f"{w:.5f}", f"{maxvio:.4f}"))
+                    row = (trainer.epoch + 1, layer, e, f"{s:.5f}", f"{w:.5f}", f"{maxvio:.4f}", f"{dropped:.4f}")
+                    writer.writerow(row)
         for message in collapse_warnings({layer: load for layer, (_, load) in summary.items()}):
             LOGGER.warning(message)
         if getattr(trainer.args, "plots", False):

@@ -2,7 +2,8 @@
 
 from .dispatch import STRATEGIES
 from .experts import ExpertBank
+from .hierarchical import HiMoE
 from .moe import ESMoE
 from .routing import Routing, TopKRouter
 
-__all__ = ("ESMoE", "ExpertBank", "Routing", "STRATEGIES", "TopKRouter")
+__all__ = ("ESMoE", "ExpertBank", "HiMoE", "Routing", "STRATEGIES", "TopKRouter")

@@ -48,10 +48,10 @@ def run_select(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torc
     """Batch of one: the chosen experts in weight order, natively, nothing else."""
     if x.shape[0] != 1:
         return run_grouped(bank, norm, x, indices, weights)
-    out = None
+    out = x.new_zeros(1, bank.c2, x.shape[2], x.shape[3])
     for e, w in zip(indices[0].tolist(), weights[0].unbind()):
-        y = bank.expert(e, x) * w
-        out = y if out is None else out + y
+        if w != 0:  # a slot left empty (variable K) or dropped (capacity) runs nothing
+            out = out + bank.expert(e, x) * w
     return norm(out)
 
 
@@ -59,7 +59,9 @@ def run_grouped(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: tor
     """Each expert runs on exactly the samples that routed to it; results are added back in place."""
     out = x.new_zeros(x.shape[0], bank.c2, x.shape[2], x.shape[3])
     for e in torch.unique(indices).tolist():
-        rows, slots = (indices == e).nonzero(as_tuple=True)
+        rows, slots = ((indices == e) & (weights != 0)).nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            continue
         y = bank.expert(e, x[rows]) * weights[rows, slots].view(-1, 1, 1, 1).to(x.dtype)
         out = out.index_add(0, rows, y)
     return norm(out)
@@ -119,17 +121,20 @@ def _dense_weights(bank, indices: torch.Tensor, weights: torch.Tensor, dtype) ->
 def run_slice(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Static depthwise convs on a batch of one or none, then one MatMul with the gathered pointwise weights."""
     f = fold(bank, norm)
+    e_all = bank.num_experts
     dense = _dense_weights(bank, indices, weights, x.dtype)[0]
-    chosen = (dense > 0).to(torch.int64)  # 1 for the K chosen experts, else 0
+    chosen = (dense != 0).to(torch.int64)  # 1 for the experts that run, else 0 (empty slots run nothing)
     hidden = []
     for e, k in enumerate(bank.kernel_sizes):
         xe = x.index_select(0, torch.arange(chosen[e], device=x.device))  # (1 or 0, C1, H, W)
         hidden.append(F.silu(F.conv2d(xe, f.depthwise[e], f.dw_bias[e], padding=k // 2, groups=bank.c1)))
-    k = indices.shape[1]
-    order = torch.sort(indices[0]).values  # the concatenation below is in ascending expert order
+    # The concatenation is in ascending expert order: rank the chosen experts first, lowest index first
+    # (a TopK on a static key, no NonZero), and keep as many as ran.
+    key = chosen * (e_all - torch.arange(e_all, device=x.device))
+    order = key.topk(e_all).indices.index_select(0, torch.arange(chosen.sum(), device=x.device))
     pw = f.pointwise.index_select(0, order) * dense.index_select(0, order).view(-1, 1, 1)
-    pw = pw.permute(1, 0, 2).reshape(bank.c2, k * bank.c1)
-    out = torch.matmul(pw, torch.cat(hidden).reshape(k * bank.c1, -1))
+    pw = pw.permute(1, 0, 2).reshape(bank.c2, -1)
+    out = torch.matmul(pw, torch.cat(hidden).reshape(pw.shape[1], x.shape[2] * x.shape[3]))
     return out.reshape(1, bank.c2, x.shape[2], x.shape[3]) + f.bias.view(1, -1, 1, 1)
 
 

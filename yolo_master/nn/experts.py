@@ -32,17 +32,22 @@ class ExpertBank(nn.Module):
         c1: input channels.
         c2: output channels.
         kernel_sizes: one odd kernel size per expert.
+        num_shared: how many of the last experts are shared (always on, GigaMoE); the rest are routed.
         bn_eps, bn_momentum: BatchNorm settings (Ultralytics' defaults).
 
     Shape:
         ``expert(e, x)``: ``(N, c1, H, W) -> (N, c2, H, W)``.
     """
 
+    num_shared = 0  # class defaults: banks pickled before the shared expert existed load too
+    expected_routed: float | None = None  # routed experts per image on average (set by the block; FLOPs count)
+
     def __init__(
         self,
         c1: int,
         c2: int,
         kernel_sizes: tuple[int, ...],
+        num_shared: int = 0,
         bn_eps: float = 1e-3,
         bn_momentum: float = 0.03,
     ) -> None:
@@ -50,6 +55,7 @@ class ExpertBank(nn.Module):
         self.c1, self.c2 = c1, c2
         self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
         self.num_experts = len(self.kernel_sizes)
+        self.num_shared = num_shared
         self.k_max = max(self.kernel_sizes)
         self.bn_eps, self.bn_momentum = bn_eps, bn_momentum
         e = self.num_experts
@@ -76,6 +82,11 @@ class ExpertBank(nn.Module):
         """Expert ``e``'s depthwise kernel, ``(C1, 1, k, k)``."""
         k = self.kernel_sizes[e]
         return self.dw_weight[:, self.offsets[e] : self.offsets[e + 1]].reshape(self.c1, 1, k, k)
+
+    @property
+    def num_routed(self) -> int:
+        """Experts the router chooses among (indices ``0..num_routed - 1``); the shared ones follow."""
+        return self.num_experts - self.num_shared
 
     def expert_params(self, e: int) -> int:
         """Trainable parameters of expert ``e``."""

@@ -3,6 +3,18 @@
 ``Y = Norm(sum_{i in T_K} w_i * Expert_i(X))`` (eq. 2), with an identity shortcut when the block
 preserves channels (``shortcut=True``; set it False for the paper's exact form). The shortcut is our
 choice: a freshly initialised router otherwise perturbs every feature the later stages read.
+
+Routing options from other papers (issue 7; the model YAML's ``moe:`` section, ``register.py``):
+
+- shared expert (GigaMoE): ``Y = Norm(Shared(X) + sum_k w_k E_k(X))``, a 3x3 expert that always runs.
+  GigaMoE keeps the peak cost of the dense FFN by giving each of its ``k_max + 1`` experts
+  ``1 / (k_max + 1)`` of the FFN's hidden width. Our experts have no hidden width to divide (each maps
+  ``c1 -> c2`` through one depthwise and one pointwise convolution), so the budget is kept by count:
+  the shared expert takes one of the K slots (``K - 1`` routed), and the block's peak cost stays that
+  of the plain top-K block. It is held as the last expert of the bank, chosen with weight 1 for every
+  image, so every execution and export strategy runs it unchanged.
+- variable K, capacity, bias balancing: the router's (``routing.py``).
+- soft mixture (the rho paper's per-sample Soft MoE): K = E, softmax over experts per image.
 """
 
 from __future__ import annotations
@@ -41,6 +53,9 @@ def _check_int(name: str, value, low: int) -> int:
     return value
 
 
+SHARED_KERNEL = 3  # the shared expert's depthwise kernel: the common local pattern, the cheapest
+
+
 def check_moe_args(num_experts, top_k, kernel_sizes) -> tuple[int, int, tuple[int, ...]]:
     """Validate E, K and kernels; raise one readable ``ValueError`` naming the fix."""
     num_experts = _check_int("num_experts (E)", num_experts, 1)
@@ -56,7 +71,30 @@ def check_moe_args(num_experts, top_k, kernel_sizes) -> tuple[int, int, tuple[in
     return num_experts, top_k, kernel_sizes
 
 
-class ESMoE(nn.Module):
+class RoutedBlock(nn.Module):
+    """What every per-image routed block (``self.router``, ``self._state``) shows the rest of the package:
+    E and K, the latest routing (routing statistics, ``routes``) and the pending auxiliary loss (task loss)."""
+
+    @property
+    def num_experts(self) -> int:
+        return self.router.num_experts
+
+    @property
+    def top_k(self) -> int:
+        return self.router.top_k
+
+    @property
+    def last_routing(self) -> Routing | None:
+        """The latest forward's routing decision (detached), for statistics and inspection."""
+        return self._state.routing
+
+    def take_aux_loss(self) -> torch.Tensor | None:
+        """Hand the pending load-balancing loss to the task loss, once; ``None`` if none is pending."""
+        loss, self._state.aux_loss = self._state.aux_loss, None
+        return loss
+
+
+class ESMoE(RoutedBlock):
     """Efficient Sparse Mixture-of-Experts block, YAML row ``[from, n, ESMoE, [c2, E, K]]``.
 
     Args:
@@ -109,28 +147,48 @@ class ESMoE(nn.Module):
         self._strategy = name
 
     @property
-    def num_experts(self) -> int:
-        return self.router.num_experts
+    def shared(self) -> bool:
+        """True when an always-on shared expert runs next to the routed ones."""
+        return self.experts.num_shared > 0
 
-    @property
-    def top_k(self) -> int:
-        return self.router.top_k
+    def configure(
+        self,
+        shared: bool = False,
+        soft: bool = False,
+        k_dist: tuple[float, ...] | None = None,
+        capacity: float | None = None,
+    ) -> None:
+        """Apply the ``moe:`` section's routing options (before training: a shared expert is new weights).
 
-    @property
-    def last_routing(self) -> Routing | None:
-        """The latest forward's routing decision (detached), for statistics and inspection."""
-        return self._state.routing
-
-    def take_aux_loss(self) -> torch.Tensor | None:
-        """Hand the pending load-balancing loss to the task loss, once; ``None`` if none is pending."""
-        loss, self._state.aux_loss = self._state.aux_loss, None
-        return loss
+        Raises:
+            ValueError: one line, when the options do not fit this layer's E and K.
+        """
+        router, e = self.router, self.num_experts
+        where = f"layer {self.i} " if hasattr(self, "i") else ""
+        if soft:
+            router.top_k = e
+        elif shared and k_dist is None:
+            if router.top_k < 2:
+                raise ValueError(
+                    f"ESMoE {where}has K={router.top_k}: 'shared: true' takes one of the K slots, so K must be >= 2 "
+                    "(or give k_dist)"
+                )
+            router.top_k -= 1
+        try:
+            router.configure(k_dist, capacity)
+        except ValueError as err:
+            raise ValueError(f"ESMoE {where}{err}") from None
+        if shared and not self.shared:
+            bank = self.experts
+            self.experts = ExpertBank(self.c1, self.c2, (*bank.kernel_sizes, SHARED_KERNEL), num_shared=1)
+        self.experts.expected_routed = float(router.expected_k())
 
     def active_params(self) -> int:
-        """Parameters used per image: everything but the E - K experts left out (mean expert size)."""
-        bank = self.experts
-        unused = (self.num_experts - self.top_k) * sum(map(bank.expert_params, range(self.num_experts)))
-        return sum(p.numel() for p in self.parameters()) - round(unused / self.num_experts)
+        """Parameters used per image: all but the routed experts left out (mean routed expert size;
+        with variable K, the expected number of experts)."""
+        bank, e = self.experts, self.num_experts
+        unused = (e - self.router.expected_k()) * sum(map(bank.expert_params, range(e))) / e
+        return sum(p.numel() for p in self.parameters()) - round(unused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         routing = self.router(x)
@@ -144,8 +202,12 @@ class ESMoE(nn.Module):
             )
         self._state.routing = routing.detached()
         self._state.aux_loss = routing.aux_loss
-        run = resolve(self._strategy, self.training, x.shape[0], all_experts=self.top_k == self.num_experts)
-        y = self.experts(x, routing.indices, routing.weights, run, self.norm)
+        indices, weights = routing.indices, routing.weights
+        if self.shared:  # the shared expert: the bank's last, weight 1 for every image
+            indices = torch.cat([indices, torch.full_like(indices[:, :1], self.num_experts)], dim=1)
+            weights = torch.cat([weights, torch.ones_like(weights[:, :1])], dim=1)
+        run = resolve(self._strategy, self.training, x.shape[0], all_experts=self.router.static)
+        y = self.experts(x, indices, weights, run, self.norm)
         return x + y if self.add else y
 
     def extra_repr(self) -> str:
@@ -153,4 +215,5 @@ class ESMoE(nn.Module):
         return (
             f"{self.c1}, {self.c2}, num_experts={self.num_experts}, top_k={self.top_k}, "
             f"kernels={kernels}, shortcut={self.add}, strategy={self._strategy}"
+            + (", shared=True" if self.shared else "")
         )

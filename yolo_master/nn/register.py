@@ -10,7 +10,9 @@ infers ``c1`` / width-scales ``c2`` only for the blocks in a set local to that f
    rows lowered to a stand-in ``Conv [c2, 1]``: Ultralytics then does the channel bookkeeping it does
    for its own blocks (``c1 = ch[f]``, ``c2 = make_divisible(min(c2, max_channels) * width, 8)``),
    and the stand-in is swapped for the real block built from those channels. The layer table is
-   printed afterwards, with the real module names.
+   printed afterwards, with the real module names. A YAML with an ``ffn_moe:`` section (written by
+   ``yolo-master upcycle``) gets its FFNs split into experts here too, so the trainer's rebuild of an
+   upcycled checkpoint has the checkpoint's shapes.
 3. thop (Ultralytics' FLOPs counter) learns to count the experts that run.
 4. Ultralytics' opt-in safe checkpoint loading (``ULTRALYTICS_SAFE_LOAD=1``, a ``weights_only``
    unpickler with an allow-list of known classes) learns our classes, and nothing else.
@@ -25,9 +27,12 @@ import torch
 from torch import nn
 
 from .experts import ExpertBank
+from .hierarchical import HiMoE
 from .moe import ESMoE
+from .moe_ffn import FFNExpertBank
 
-BLOCKS: dict[str, type[nn.Module]] = {"ESMoE": ESMoE}  # YAML name -> class with a (c1, c2, *args) signature
+# YAML name -> class with a (c1, c2, *args) signature
+BLOCKS: dict[str, type[nn.Module]] = {"ESMoE": ESMoE, "HiMoE": HiMoE}
 _STAND_IN = "Conv"
 
 
@@ -85,43 +90,91 @@ def print_layer_table(model: nn.Sequential, d: dict) -> None:
 
 
 BALANCE_DECAYS = ("constant", "linear", "cosine")
+MOE_KEYS = ("balance", "bias_rate", "bias_decay", "router", "shared", "k_dist", "capacity")
+
+
+def _number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+def parse_moe_options(options: dict | None) -> dict:
+    """Validate the model YAML's ``moe:`` section; one readable ``ValueError`` per mistake.
+
+    Keys (all optional; leaving them all out reproduces the paper's ES-MoE exactly):
+        balance: ``loss`` (default, eq. 12-13 only) or ``bias`` (adds GigaMoE's loss-free bias balancing,
+            Algorithm 1), with ``bias_rate`` (u_init, default 1e-2) and ``bias_decay`` (constant | linear |
+            cosine over training).
+        router: ``topk`` (default) or ``soft`` (every expert, softmax over experts per image: the rho
+            paper's per-sample Soft MoE, the dense baseline).
+        shared: ``true`` adds GigaMoE's always-on shared expert (taking one of the K slots).
+        k_dist: GigaMoE's ``P = (p_0, ..., p_kmax)``: sparsity-guided variable K (0..k_max experts per image).
+        capacity: training capacity factor for the routed experts (e.g. 1.25); dropped assignments fall
+            back to the shared expert and the residual.
+    """
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ValueError(f"model YAML 'moe:' must be a mapping of options, got {options!r}")
+    unknown = sorted(set(options) - set(MOE_KEYS))
+    if unknown:
+        raise ValueError(f"model YAML 'moe:' section: unknown keys {unknown} (use {', '.join(MOE_KEYS)})")
+    o = {"balance": "loss", "bias_rate": 1e-2, "bias_decay": "constant", "router": "topk", "shared": False}
+    o.update({"k_dist": None, "capacity": None, **options})
+    if o["balance"] not in {"loss", "bias"}:
+        raise ValueError(f"model YAML 'moe: balance: {o['balance']}': choose loss or bias")
+    if not _number(o["bias_rate"]) or o["bias_rate"] <= 0:
+        raise ValueError(f"model YAML 'moe: bias_rate: {o['bias_rate']}': a positive number, e.g. 0.01")
+    if o["bias_decay"] not in BALANCE_DECAYS:
+        raise ValueError(f"model YAML 'moe: bias_decay: {o['bias_decay']}': choose {', '.join(BALANCE_DECAYS)}")
+    if o["router"] not in {"topk", "soft"}:
+        raise ValueError(f"model YAML 'moe: router: {o['router']}': choose topk or soft")
+    if not isinstance(o["shared"], bool):
+        raise ValueError(f"model YAML 'moe: shared: {o['shared']}': true or false")
+    if o["k_dist"] is not None:
+        from .variable_k import check_distribution
+
+        try:
+            o["k_dist"] = check_distribution(o["k_dist"])
+        except ValueError as e:
+            raise ValueError(f"model YAML 'moe:' {e}") from None
+    if o["capacity"] is not None and (not _number(o["capacity"]) or o["capacity"] <= 0):
+        raise ValueError(f"model YAML 'moe: capacity: {o['capacity']}': a positive factor, e.g. 1.25")
+    if o["router"] == "soft" and (o["k_dist"] is not None or o["capacity"] is not None):
+        raise ValueError("model YAML 'moe: router: soft' runs every expert: k_dist and capacity do not apply")
+    return o
 
 
 def apply_moe_options(model: nn.Module, options: dict | None) -> None:
-    """Apply the model YAML's ``moe:`` section to every router.
-
-    ``balance: loss`` (default, eq. 12-13 only) or ``balance: bias`` (adds GigaMoE's loss-free bias
-    balancing, Algorithm 1), with ``bias_rate`` (u_init, default 1e-2) and ``bias_decay``
-    (constant | linear | cosine over training).
-    """
-    options = dict(options or {})
-    balance = options.pop("balance", "loss")
-    rate = options.pop("bias_rate", 1e-2)
-    decay = options.pop("bias_decay", "constant")
-    if options:
-        raise ValueError(
-            f"model YAML 'moe:' section: unknown keys {sorted(options)} (use balance, bias_rate, bias_decay)"
-        )
-    if balance not in {"loss", "bias"}:
-        raise ValueError(f"model YAML 'moe: balance: {balance}': choose loss or bias")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
-        raise ValueError(f"model YAML 'moe: bias_rate: {rate}': a positive number, e.g. 0.01")
-    if decay not in BALANCE_DECAYS:
-        raise ValueError(f"model YAML 'moe: bias_decay: {decay}': choose {', '.join(BALANCE_DECAYS)}")
+    """Apply the model YAML's ``moe:`` section (see :func:`parse_moe_options`) to every ES-MoE block."""
+    o = parse_moe_options(options)
     for m in model.modules():
         if isinstance(m, ESMoE):
-            m.router.bias_rate = float(rate) if balance == "bias" else 0.0
-            m.router.bias_decay = decay
+            m.router.bias_rate = float(o["bias_rate"]) if o["balance"] == "bias" else 0.0
+            m.router.bias_decay = o["bias_decay"]
+            if o["shared"] or o["router"] == "soft" or o["k_dist"] is not None or o["capacity"] is not None:
+                m.configure(shared=o["shared"], soft=o["router"] == "soft", k_dist=o["k_dist"], capacity=o["capacity"])
+                m.np = sum(p.numel() for p in m.parameters())  # the layer table's count, after a shared expert
+
+
+FFN_MOE_KEY = "ffn_moe"  # model YAML section written by `yolo-master upcycle` (yolo_master/upcycle/expand.py)
+
+
+def _apply_ffn_moe(model: nn.Sequential, options) -> None:
+    """Split the FFNs named by the YAML's ``ffn_moe`` section into experts, as the upcycled checkpoint has them."""
+    from ..upcycle.expand import apply_yaml
+
+    apply_yaml(model, options)
 
 
 def _wrap_parse_model(original):
     def parse_model(d, ch, verbose=True):
         lowered, ours = _lower(d)
-        if not ours:
+        if not ours and d.get(FFN_MOE_KEY) is None:
             return original(d, ch, verbose)
         model, save = original(lowered, ch, verbose=False)
         _raise(model, ours)
         apply_moe_options(model, d.get("moe"))
+        _apply_ffn_moe(model, d.get(FFN_MOE_KEY))
         if verbose:
             print_layer_table(model, d)
         return model, save
@@ -131,17 +184,36 @@ def _wrap_parse_model(original):
     return parse_model
 
 
+def _per_pixel(bank: ExpertBank, e: int) -> int:
+    k = bank.kernel_sizes[e]
+    return bank.c1 * (k * k + 2 + bank.c2)  # depthwise + BN + pointwise
+
+
 def routed_macs(bank: ExpertBank, x: torch.Tensor, indices: torch.Tensor) -> float:
-    """Multiply-accumulates of the routed experts for one forward: K experts of average size per image
-    (depthwise + BN + pointwise). The average, not the route an input happened to take, so the count is
-    reproducible."""
-    per_pixel = sum(k * k + 2 + bank.c2 for k in bank.kernel_sizes) / bank.num_experts
-    return indices.numel() * bank.c1 * x.shape[2] * x.shape[3] * per_pixel
+    """Multiply-accumulates of the routed experts for one forward: the expected number of routed experts
+    per image (K, or ``sum_j j p_j`` with variable K) at their average size. The average, not the route an
+    input happened to take, so the count is reproducible."""
+    routed = bank.num_routed
+    per_image = bank.expected_routed if bank.expected_routed is not None else indices.shape[1] - bank.num_shared
+    mean = sum(_per_pixel(bank, e) for e in range(routed)) / routed
+    return x.shape[0] * x.shape[2] * x.shape[3] * per_image * mean
+
+
+def shared_macs(bank: ExpertBank, x: torch.Tensor) -> float:
+    """Multiply-accumulates of the always-on shared expert(s), if any."""
+    shared = range(bank.num_routed, bank.num_experts)
+    return x.shape[0] * x.shape[2] * x.shape[3] * sum(_per_pixel(bank, e) for e in shared)
 
 
 def _count_expert_bank(bank: ExpertBank, inputs: tuple, output) -> None:
-    """thop rule for the expert bank: :func:`routed_macs`."""
-    bank.total_ops += routed_macs(bank, inputs[0], inputs[1])
+    """thop rule for the expert bank: routed (:func:`routed_macs`) plus shared experts."""
+    bank.total_ops += routed_macs(bank, inputs[0], inputs[1]) + shared_macs(bank, inputs[0])
+
+
+def _count_ffn_expert_bank(bank: FFNExpertBank, inputs: tuple, output) -> None:
+    """thop rule for the FFN-MoE experts (``moe_ffn.py``): K experts of width ``hidden``, two 1x1 layers each."""
+    x, indices = inputs[0], inputs[1]
+    bank.total_ops += indices.numel() * x.shape[2] * x.shape[3] * bank.hidden * (2 * bank.c + 1)
 
 
 def safe_load_classes() -> list[type]:
@@ -149,9 +221,10 @@ def safe_load_classes() -> list[type]:
     from ..models import TASK_MODELS
     from ..models.moe_loss import MoECriterion
     from .moe import Transient
+    from .moe_ffn import FFNExpertBank, FFNMoE
     from .routing import TopKRouter
 
-    return [*TASK_MODELS.values(), ESMoE, ExpertBank, TopKRouter, Transient, MoECriterion]
+    return [*TASK_MODELS.values(), ESMoE, HiMoE, ExpertBank, TopKRouter, Transient, MoECriterion, FFNMoE, FFNExpertBank]
 
 
 def _allow_in_safe_load(tasks) -> None:
@@ -175,5 +248,6 @@ def register() -> None:
     try:
         thop_profile = importlib.import_module("thop.profile")
         thop_profile.register_hooks[ExpertBank] = _count_expert_bank
+        thop_profile.register_hooks[FFNExpertBank] = _count_ffn_expert_bank
     except (ImportError, AttributeError):
         pass
