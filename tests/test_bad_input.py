@@ -329,3 +329,45 @@ def test_missing_onnx_package_is_one_line(corpus, tmp_path):
 def test_corpus_is_at_least_100_cases():
     assert len(ERRORS) + len(SKIPPED_WITH_WARNING) + len(ACCEPTED) + 1 + 3 + 1 >= 100, len(ERRORS)
     assert sys.version_info >= (3, 9)
+
+
+def test_checkpoint_with_a_different_expert_count_transfers_what_fits(tmp_path):
+    """A .pt whose ES-MoE layer has another E is not an error as pretrained weights: every tensor whose
+    shape matches is loaded (Ultralytics reports the count), the mismatched layer keeps its fresh weights."""
+    import yaml
+
+    from yolo_master import YOLOMaster
+    from yolo_master.zoo import cfg_dir
+
+    cfg = yaml.safe_load((cfg_dir() / "detect" / "yolo-master.yaml").read_text())
+    cfg["backbone"][3][3] = [256, 2, 1]  # layer 3: E=2, K=1 instead of E=4, K=2
+    cfg["scales"] = {"n": cfg["scales"]["n"]}
+    (tmp_path / "two-experts.yaml").write_text(yaml.safe_dump(cfg))
+    other = YOLOMaster(tmp_path / "two-experts.yaml")
+    torch.save({"model": other.model, "train_args": {}}, tmp_path / "two-experts.pt")
+    model = YOLOMaster("n.yaml")
+    fresh_router = model.model.model[3].router.logits.weight.clone()
+    model.load(tmp_path / "two-experts.pt")
+    assert torch.equal(model.model.model[0].conv.weight, other.model.model[0].conv.weight)
+    assert torch.equal(model.model.model[6].router.logits.weight, other.model.model[6].router.logits.weight)
+    assert torch.equal(model.model.model[3].router.logits.weight, fresh_router)  # (4, h) vs (2, h): left alone
+    assert model.model.model[3].num_experts == 4
+
+
+def test_own_yaml_gets_its_scale_from_the_name_or_a_warning(tmp_path, monkeypatch):
+    import yaml
+    from ultralytics.utils import LOGGER
+
+    from yolo_master import YOLOMaster
+    from yolo_master.zoo import cfg_dir
+
+    cfg = yaml.safe_load((cfg_dir() / "detect" / "yolo-master.yaml").read_text())
+    text = yaml.safe_dump(cfg)  # sorted keys: the scales now start with 'l'
+    (tmp_path / "data2-s.yaml").write_text(text)
+    (tmp_path / "mine.yaml").write_text(text)
+    warnings = []
+    monkeypatch.setattr(LOGGER, "warning", lambda msg, *a, **k: warnings.append(str(msg)))
+    assert YOLOMaster(tmp_path / "data2-s.yaml").model.yaml["scale"] == "s"
+    assert not any("names no scale" in w for w in warnings)
+    assert YOLOMaster(tmp_path / "mine.yaml").model.yaml["scale"] == "l"
+    assert any("mine.yaml names no scale: building its first one, 'l'" in w for w in warnings)

@@ -20,7 +20,8 @@ FAMILIES = {  # name prefix -> family YAML (each with a `scales:` table)
     "pose": "pose/yolo-master-pose.yaml",
     "obb": "obb/yolo-master-obb.yaml",
 }
-_NAME = re.compile(rf"^(?:yolo-master-)?(?:(?P<family>[a-z]+)-)?(?P<scale>[{SCALES}])$")
+# "[yolo-master-][family-]scale"; a user's own YAML file may have any prefix ("my_data2-s.yaml")
+_NAME = re.compile(rf"^(?:yolo-master-)?(?:(?P<family>[a-z0-9_]+)-)?(?P<scale>[{SCALES}])$")
 
 
 def cfg_dir() -> Path:
@@ -68,6 +69,14 @@ def load_model_yaml(name: str | Path) -> dict:
     scales = d.get("scales") or {}
     if scale and scales and scale not in scales:
         raise ValueError(f"model YAML {path} has no scale '{scale}' (it defines {', '.join(scales)})")
+    guessed = not (scale or d.get("scale")) and len(scales) > 1
     d["scale"] = scale or d.get("scale") or (next(iter(scales)) if scales else "")
+    if guessed:
+        from ultralytics.utils import LOGGER
+
+        LOGGER.warning(
+            f"{path.name} names no scale: building its first one, '{d['scale']}' (of {', '.join(scales)}); "
+            f"end the file name with -n/-s/-m/-l/-x or add 'scale: n' to the YAML"
+        )
     d["yaml_file"] = display
     return d
