@@ -34,5 +34,8 @@ def install(sig: int, epoch: int, batch: int) -> None:
 
 
 if __name__ == "__main__":
+    # A terminal's Ctrl-C: Python's own handler, even when this runs under a background job (`cmd &`),
+    # which starts with SIGINT ignored and would make the signal a no-op.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     install(getattr(signal, sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
     sys.exit(main(sys.argv[4:]))
