@@ -48,11 +48,12 @@ def run_select(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torc
     """Batch of one: the chosen experts in weight order, natively, nothing else."""
     if x.shape[0] != 1:
         return run_grouped(bank, norm, x, indices, weights)
-    out = x.new_zeros(1, bank.c2, x.shape[2], x.shape[3])
+    out = None
     for e, w in zip(indices[0].tolist(), weights[0].unbind()):
         if w != 0:  # a slot left empty (variable K) or dropped (capacity) runs nothing
-            out = out + bank.expert(e, x) * w
-    return norm(out)
+            y = bank.expert(e, x) * w
+            out = y if out is None else out + y
+    return norm(x.new_zeros(1, bank.c2, x.shape[2], x.shape[3]) if out is None else out)
 
 
 def run_grouped(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
