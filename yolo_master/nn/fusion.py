@@ -36,7 +36,7 @@ class FoldedExperts(NamedTuple):
         return torch.stack(padded)
 
 
-def _scale_shift(weight, bias, mean, var, eps) -> tuple[torch.Tensor, torch.Tensor]:
+def scale_shift(weight, bias, mean, var, eps) -> tuple[torch.Tensor, torch.Tensor]:
     scale = weight / torch.sqrt(var + eps)
     return scale, bias - mean * scale
 
@@ -45,9 +45,9 @@ def fold(bank, norm: nn.BatchNorm2d) -> FoldedExperts:
     """Fold ``bank``'s per-expert BNs and the block's output ``norm`` (both in eval mode)."""
     if bank.training or norm.training:
         raise RuntimeError("BatchNorm folding uses running statistics: call .eval() first")
-    dw_scale, dw_bias = _scale_shift(
+    dw_scale, dw_bias = scale_shift(
         bank.bn_weight, bank.bn_bias, bank.bn_running_mean, bank.bn_running_var, bank.bn_eps
     )
-    out_scale, out_bias = _scale_shift(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
+    out_scale, out_bias = scale_shift(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
     depthwise = [bank.depthwise(e) * dw_scale[e].view(-1, 1, 1, 1) for e in range(bank.num_experts)]
     return FoldedExperts(depthwise, dw_bias, bank.pw_weight * out_scale.view(1, -1, 1), out_bias)

@@ -37,8 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fusion import scale_shift
 from .moe import RoutedBlock, Transient
 from .routing import TopKRouter
+
+FFN_KEY = "ffn_moe"  # model YAML section written by `yolo-master upcycle`: {experts, split, layers}
 
 
 def check_expansion(experts, split, hidden: int | None = None) -> tuple[int, int]:
@@ -151,9 +154,9 @@ class FFNMoE(RoutedBlock):
         n, k, h = experts, split, hidden // split
         with torch.no_grad():
             bn = up.bn
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            scale, shift = scale_shift(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
             w1 = up.conv.weight.flatten(1).float() * scale.float()[:, None]  # hidden BN folded in
-            b1 = (bn.bias - bn.running_mean * scale).float()
+            b1 = shift.float()
             w2 = down.conv.weight.flatten(1).float()  # (c, H)
             bank = block.experts
             bank.w1.copy_(w1.reshape(k, h, c).repeat(n, 1, 1))  # expert n*k + j = partition j (eq. 5)

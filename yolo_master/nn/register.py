@@ -29,7 +29,7 @@ from torch import nn
 from .experts import ExpertBank
 from .hierarchical import HiMoE
 from .moe import ESMoE
-from .moe_ffn import FFNExpertBank
+from .moe_ffn import FFN_KEY, FFNExpertBank
 
 # YAML name -> class with a (c1, c2, *args) signature
 BLOCKS: dict[str, type[nn.Module]] = {"ESMoE": ESMoE, "HiMoE": HiMoE}
@@ -151,30 +151,22 @@ def apply_moe_options(model: nn.Module, options: dict | None) -> None:
         if isinstance(m, ESMoE):
             m.router.bias_rate = float(o["bias_rate"]) if o["balance"] == "bias" else 0.0
             m.router.bias_decay = o["bias_decay"]
-            if o["shared"] or o["router"] == "soft" or o["k_dist"] is not None or o["capacity"] is not None:
-                m.configure(shared=o["shared"], soft=o["router"] == "soft", k_dist=o["k_dist"], capacity=o["capacity"])
-                m.np = sum(p.numel() for p in m.parameters())  # the layer table's count, after a shared expert
-
-
-FFN_MOE_KEY = "ffn_moe"  # model YAML section written by `yolo-master upcycle` (yolo_master/upcycle/expand.py)
-
-
-def _apply_ffn_moe(model: nn.Sequential, options) -> None:
-    """Split the FFNs named by the YAML's ``ffn_moe`` section into experts, as the upcycled checkpoint has them."""
-    from ..upcycle.expand import apply_yaml
-
-    apply_yaml(model, options)
+            m.configure(shared=o["shared"], soft=o["router"] == "soft", k_dist=o["k_dist"], capacity=o["capacity"])
+            m.np = sum(p.numel() for p in m.parameters())  # the layer table's count, after a shared expert
 
 
 def _wrap_parse_model(original):
     def parse_model(d, ch, verbose=True):
         lowered, ours = _lower(d)
-        if not ours and d.get(FFN_MOE_KEY) is None:
+        if not ours and d.get(FFN_KEY) is None:
             return original(d, ch, verbose)
         model, save = original(lowered, ch, verbose=False)
         _raise(model, ours)
         apply_moe_options(model, d.get("moe"))
-        _apply_ffn_moe(model, d.get(FFN_MOE_KEY))
+        if d.get(FFN_KEY) is not None:  # an upcycled checkpoint's FFNs, split as `yolo-master upcycle` split them
+            from ..upcycle.expand import apply_yaml  # not at import time: upcycle/ imports the model classes
+
+            apply_yaml(model, d[FFN_KEY])
         if verbose:
             print_layer_table(model, d)
         return model, save

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..nn.moe_ffn import FFNMoE, check_expansion
-
-FFN_KEY = "ffn_moe"  # model YAML section: {experts: N, split: k, layers: [model indices]}
+from ..nn.moe_ffn import FFN_KEY, FFNMoE, check_expansion
 
 
 @dataclass(frozen=True)
