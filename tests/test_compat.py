@@ -1,0 +1,61 @@
+"""Checkpoints written before the routers/ + integration/ redesign still load and predict the same.
+
+The fixtures were written by commit ed2221a's code (``tests/fixtures/compat/make_fixtures.py`` says how):
+a detect N trained one epoch, two ``moe:``-options models (shared expert + variable K + capacity + bias
+balancing; soft mixture), a HiMoE model and an upcycled YOLO12 (FFN-MoE + grafted ES-MoE). Each
+``*_ref.pt`` holds an input and that code's eval outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from yolo_master import YOLOMaster
+
+FIXTURES = Path(__file__).parent / "fixtures" / "compat"
+NAMES = ("detect_n", "options_shared_kdist_bias", "options_soft", "himoe", "upcycled")
+
+
+def flat_outputs(model, x) -> list[torch.Tensor]:
+    with torch.no_grad():
+        out = model.float().eval()(x)
+    flat = []
+
+    def walk(o):
+        if torch.is_tensor(o):
+            flat.append(o)
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v)
+
+    walk(out)
+    return flat
+
+
+def assert_same_outputs(model, ref: dict) -> None:
+    ours = flat_outputs(model, ref["input"])
+    assert len(ours) == len(ref["outputs"])
+    for a, b in zip(ours, ref["outputs"]):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_old_checkpoint_loads_and_predicts_the_same(name):
+    ref = torch.load(FIXTURES / f"{name}_ref.pt", weights_only=True)
+    model = YOLOMaster(str(FIXTURES / f"{name}.pt"))
+    assert_same_outputs(model.model, ref)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_old_checkpoint_resaved_by_this_code_round_trips(name, tmp_path):
+    ref = torch.load(FIXTURES / f"{name}_ref.pt", weights_only=True)
+    model = YOLOMaster(str(FIXTURES / f"{name}.pt"))
+    model.save(tmp_path / "again.pt")
+    assert_same_outputs(YOLOMaster(str(tmp_path / "again.pt")).model, ref)
