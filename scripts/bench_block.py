@@ -24,36 +24,32 @@ import torch
 from report import emit
 
 from yolo_master.benchmark import latency
-from yolo_master.nn import ESMoE
+from yolo_master.export.parity import force_route, ort_session
+from yolo_master.nn import EAGER_STRATEGIES, ESMoE
+from yolo_master.nn.dispatch import GRAPH_STRATEGIES
 
 # ES-MoE inputs (channels, side) of the zoo models at 640 px: after the P2, P3 and P4 stages
 FEATURES = {"n": ((64, 160), (128, 80), (128, 40)), "s": ((128, 160), (256, 80), (256, 40))}
-EAGER = ("select", "grouped", "dense")
-GRAPH = ("slice", "gather", "branch")
-
-
-def force_route(block: ESMoE, experts: tuple[int, ...]) -> None:
-    """Bias the gate so that ``experts`` win the top-K for any input."""
-    with torch.no_grad():
-        block.router.logits.weight.zero_()
-        block.router.logits.bias.fill_(-10.0)
-        for rank, e in enumerate(experts):
-            block.router.logits.bias[e] = 10.0 - rank
+EAGER = EAGER_STRATEGIES
+GRAPH = GRAPH_STRATEGIES
 
 
 def onnx_session(block: ESMoE, x: torch.Tensor, threads: int):
-    import onnxruntime as ort
-
     buffer = io.BytesIO()
     torch.onnx.export(block, x, buffer, dynamo=False, opset_version=17)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    return ort_session(buffer.getvalue(), threads)
+
+
+def with_top_k(block: ESMoE, k: int) -> ESMoE:
+    """The same experts and gate in a block built with K=k (K is fixed at construction)."""
+    other = ESMoE(block.c1, block.c2, block.num_experts, k, strategy=block.strategy)
+    other.load_state_dict(block.state_dict())
+    return other.eval()
 
 
 def mean_over_routes(block: ESMoE, k: int, x: torch.Tensor, runs: int, runtime: str, threads: int) -> float:
     """Mean, over every combination of k experts, of the median latency with that route."""
-    block.router.top_k = k
+    block = with_top_k(block, k)
     times = []
     for combo in itertools.combinations(range(block.num_experts), k):
         force_route(block, combo)

@@ -35,9 +35,9 @@ from ultralytics import YOLO
 
 from yolo_master import YOLOMaster
 from yolo_master.data.shapes import generate
-from yolo_master.engine.routing_stats import max_violation, routed_layers
-from yolo_master.info import active_params
-from yolo_master.nn.experts import ExpertBank
+from yolo_master.engine.routing_stats import max_violation
+from yolo_master.nn import named_moe_layers
+from yolo_master.nn.cost import active_params, conv_expert_blocks, routed_macs, routed_per_image
 from yolo_master.zoo import cfg_dir
 
 P_GIGAMOE = [0.4, 0.3, 0.2, 0.1]
@@ -109,7 +109,7 @@ def measure_routing(net: torch.nn.Module, images: list[torch.Tensor], imgsz: int
     follow from the experts that actually ran."""
     from ultralytics.utils.torch_utils import get_flops
 
-    layers = routed_layers(net)
+    layers = named_moe_layers(net)
     counts = {name: 0 for name in layers}
     runs = {name: 0.0 for name in layers}
     with torch.inference_mode():
@@ -122,16 +122,30 @@ def measure_routing(net: torch.nn.Module, images: list[torch.Tensor], imgsz: int
                 counts[name] = counts[name] + (r.dense[0] != 0).float()
     n = max(len(images), 1)
     experts = {name: runs[name] / n for name in layers}
-    for name, layer in layers.items():  # GFLOPs with each layer's measured average of routed experts
-        bank = getattr(layer, "experts", None)
-        if isinstance(bank, ExpertBank):
-            bank.expected_routed = experts[name]
     maxvio = [max_violation(c.tolist()) for c in counts.values()]
     return {
-        "gflops": get_flops(net, imgsz),
+        "gflops": get_flops(net, imgsz) + measured_minus_expected_gflops(net, experts, imgsz),
         "maxvio": statistics.mean(maxvio) if maxvio else float("nan"),
         "experts": experts,
     }
+
+
+def measured_minus_expected_gflops(net: torch.nn.Module, experts: dict[str, float], imgsz: int) -> float:
+    """GFLOPs to add to the configuration's count (expected experts per image) for the experts that ran."""
+    sizes = {}
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, i[0].shape[2:])) for m in conv_expert_blocks(net)
+    ]
+    with torch.inference_mode():
+        net(torch.zeros(1, 3, imgsz, imgsz))
+    for h in hooks:
+        h.remove()
+    extra = 0.0
+    for name, layer in named_moe_layers(net).items():
+        if layer in sizes:
+            per_expert = routed_macs(layer, 1, *sizes[layer]) / routed_per_image(layer)
+            extra += (experts[name] - routed_per_image(layer)) * per_expert
+    return 2 * extra / 1e9
 
 
 def latency_ms(net: torch.nn.Module, imgsz: int, runs: int = 20) -> float:

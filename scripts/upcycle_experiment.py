@@ -94,7 +94,7 @@ def run_seed(seed: int, data: str, a) -> dict:
     out["params"] = {"dense": report.dense_params, "moe": report.moe_params}
     out["start"] = {"dense": val_map(YOLO(str(dense_pt)), data, a), "moe": val_map(YOLOMaster(str(moe_pt)), data, a)}
 
-    from yolo_master.info import active_params
+    from yolo_master.nn.cost import active_params
 
     tune = {**h, "warmup_epochs": a.tune_warmup, "lr0": a.tune_lr0 or a.lr0}
     for arm, make, epochs, args in (

@@ -14,7 +14,7 @@ from report import emit
 from ultralytics.utils.torch_utils import get_flops
 
 from yolo_master import YOLOMaster
-from yolo_master.info import active_params
+from yolo_master.nn.cost import active_params
 
 TARGETS = {"n": (2.69, 8.8), "s": (9.71, 29.4), "m": (23.9, 98.0), "l": (30.2, 119.7), "x": (67.4, 266.1)}
 

@@ -59,3 +59,64 @@ def real_batch(task, data_path):
     data = check_det_dataset(str(data_path))
     ds = build_yolo_dataset(cfg, data["train"], 4, data, mode="val")
     return ds.collate_fn([ds[i] for i in range(4)])
+
+
+def images(n: int, c: int = 8, size: int = 6) -> torch.Tensor:
+    """Inputs of varied complexity: a random contrast per image spreads routes and variance scores."""
+    return torch.randn(n, c, size, size) * torch.rand(n, 1, 1, 1).mul(3).add(0.1) + torch.randn(n, c, 1, 1)
+
+
+def randomize_stats(block):
+    """Non-trivial BatchNorm statistics and affine terms, so that a reference really exercises them."""
+    with torch.no_grad():
+        block.experts.bn_running_mean.normal_(0, 0.5)
+        block.experts.bn_running_var.uniform_(0.5, 2.0)
+        block.experts.bn_weight.normal_(1, 0.2)
+        block.experts.bn_bias.normal_(0, 0.2)
+        block.norm.running_mean.normal_(0, 0.5)
+        block.norm.running_var.uniform_(0.5, 2.0)
+    return block
+
+
+def loop_reference(block, x: torch.Tensor) -> torch.Tensor:
+    """An ES-MoE block in eval mode, the obvious way: per image, each expert with a non-zero routing
+    weight as its own depthwise / BN / SiLU / pointwise, then the shared expert(s) with weight 1."""
+    import torch.nn.functional as F
+
+    routing = block.router(x)
+    bank, e_routed = block.experts, block.num_experts
+    outs = []
+    for b in range(x.shape[0]):
+        acc = torch.zeros(1, bank.c2, *x.shape[2:])
+        slots = list(zip(routing.indices[b].tolist(), routing.weights[b].tolist()))
+        slots += [(e, 1.0) for e in range(e_routed, bank.num_experts)]  # shared experts, always on
+        for e, w in slots:
+            if w == 0:
+                continue
+            k = bank.kernel_sizes[e]
+            dw = bank.dw_weight[:, bank.offsets[e] : bank.offsets[e + 1]].reshape(bank.c1, 1, k, k)
+            h = F.conv2d(x[b : b + 1], dw, padding=k // 2, groups=bank.c1)
+            mean, var = bank.bn_running_mean[e].view(1, -1, 1, 1), bank.bn_running_var[e].view(1, -1, 1, 1)
+            h = (h - mean) / torch.sqrt(var + bank.bn_eps)
+            h = F.silu(h * bank.bn_weight[e].view(1, -1, 1, 1) + bank.bn_bias[e].view(1, -1, 1, 1))
+            acc = acc + w * F.conv2d(h, bank.pw_weight[e][:, :, None, None])
+        outs.append(acc)
+    y = block.norm(torch.cat(outs))
+    return x + y if block.add else y
+
+
+def build_detect(cfg: dict, verbose: bool = False):
+    """A YOLO-Master detection model built from a model dict, as the trainer builds one."""
+    from yolo_master.models import YOLOMasterDetectionModel
+
+    return YOLOMasterDetectionModel(cfg, verbose=verbose)
+
+
+def zoo_dict(name: str = "n.yaml", **moe) -> dict:
+    """The zoo model dict for ``name``, with a ``moe:`` section when options are given."""
+    from yolo_master.zoo import load_model_yaml
+
+    d = load_model_yaml(name)
+    if moe:
+        d["moe"] = moe
+    return d

@@ -7,13 +7,14 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import build_detect, run_cli, zoo_dict
 
 from yolo_master import ESMoE, YOLOMaster
-from yolo_master.engine.balancing import decayed_rate, update_selection_biases
+from yolo_master.engine.router_updates import step_routers
 from yolo_master.engine.routing_stats import max_violation
-from yolo_master.nn.register import apply_moe_options
-from yolo_master.nn.routing import TopKRouter, hard_top_k, soft_top_k
+from yolo_master.export.parity import run_onnx
+from yolo_master.nn import MoEOptions, TopKRouter
+from yolo_master.nn.routers.topk import decayed_rate, hard_top_k, soft_top_k
 
 
 def test_bias_changes_which_experts_not_how_much():
@@ -25,9 +26,9 @@ def test_bias_changes_which_experts_not_how_much():
         assert torch.allclose(w[0], torch.softmax(torch.tensor([1.0, 3.0]), 0), atol=1e-6)
 
 
-def _collapsed_router() -> tuple[TopKRouter, torch.Tensor]:
+def _collapsed_router(rate: float) -> tuple[TopKRouter, torch.Tensor]:
     torch.manual_seed(0)
-    router = TopKRouter(8, 4, 2).train()
+    router = TopKRouter(8, 4, 2, bias_rate=rate).train()  # it counts its choices only when balancing is on
     with torch.no_grad():  # every image prefers experts 0 and 1 by a wide margin, plus a little noise
         router.logits.weight.mul_(0.05)
         router.logits.bias.copy_(torch.tensor([2.0, 1.5, 0.0, -0.5]))
@@ -35,7 +36,6 @@ def _collapsed_router() -> tuple[TopKRouter, torch.Tensor]:
 
 
 def _maxvio(router, x, steps, rate):
-    router.bias_rate = rate  # the router counts its choices only when bias balancing is on
     counts = torch.zeros(4)
     for step in range(steps):
         r = router(x + 0.3 * torch.randn_like(x))
@@ -47,20 +47,20 @@ def _maxvio(router, x, steps, rate):
 
 
 def test_bias_balancing_recovers_a_collapsed_gate():
-    router, x = _collapsed_router()
-    assert _maxvio(copy.deepcopy(router), x, 300, rate=0.0) > 0.9  # without it, the collapse stays
+    router, x = _collapsed_router(0.0)
+    assert _maxvio(router, x, 300, rate=0.0) > 0.9  # without it, the collapse stays
+    router, x = _collapsed_router(0.02)
     assert _maxvio(router, x, 300, rate=0.02) < 0.2
     assert router.selection_bias[2] > router.selection_bias[0]  # the starved experts were lifted
 
 
 def test_ema_gets_a_copy_of_the_bias_not_an_average():
-    model = ESMoE(8, 8, 4, 2)
-    model.router.bias_rate = 0.1
+    model = ESMoE(8, 8, 4, 2, options=MoEOptions(balance="bias", bias_rate=0.1))
     ema = copy.deepcopy(model)
     with torch.no_grad():
         ema.router.selection_bias.fill_(123.0)  # whatever EMA averaging made of it
     model.train()(torch.randn(4, 8, 5, 5))
-    update_selection_biases(model, ema, progress=0.0)
+    step_routers(model, ema, progress=0.0)
     assert model.router.selection_bias.abs().sum() > 0
     assert torch.equal(ema.router.selection_bias, model.router.selection_bias)
     assert model.router.step_counts.sum() == 0  # counted afresh for the next step
@@ -75,22 +75,22 @@ def test_rate_decays(decay, progress, expected):
 
 
 def test_moe_section_of_the_model_yaml(tmp_path):
-    model = YOLOMaster("n.yaml").model
-    apply_moe_options(model, {"balance": "bias", "bias_rate": 0.005, "bias_decay": "cosine"})
+    model = build_detect(zoo_dict(balance="bias", bias_rate=0.005, bias_decay="cosine"))
     routers = [m.router for m in model.modules() if isinstance(m, ESMoE)]
     assert [(r.bias_rate, r.bias_decay) for r in routers] == [(0.005, "cosine")] * 3
     for bad, match in (
         ({"balance": "magic"}, "choose loss or bias"),
-        ({"bias_rate": -1}, "positive number"),
+        ({"bias_rate": -1}, "positive finite number"),
+        ({"bias_rate": float("inf")}, "positive finite number"),
         ({"bias_decay": "step"}, "constant, linear, cosine"),
         ({"lr": 1}, "unknown keys"),
     ):
         with pytest.raises(ValueError, match=match):
-            apply_moe_options(model, bad)
+            build_detect(zoo_dict(**bad))
 
 
 def test_exported_graph_keeps_the_bias(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     block = ESMoE(8, 8, 4, 2).eval()
     with torch.no_grad():
         block.router.selection_bias.copy_(torch.tensor([0.0, 0.0, 50.0, 40.0]))
@@ -100,8 +100,7 @@ def test_exported_graph_keeps_the_bias(tmp_path):
     with torch.no_grad():
         ref = block(x).numpy()
     assert block.last_routing.indices[0].tolist() == [2, 3]
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert np.abs(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0] - ref).max() <= 1e-4
+    assert np.abs(run_onnx(path, x)[0] - ref).max() <= 1e-4
 
 
 @pytest.mark.slow

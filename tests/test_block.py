@@ -9,44 +9,15 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import loop_reference, randomize_stats
 
 from yolo_master.nn import STRATEGIES, ESMoE
-from yolo_master.nn.routing import hard_top_k, load_balancing_loss, soft_top_k
+from yolo_master.nn.cost import active_params
+from yolo_master.nn.routers import load_balancing_loss, top_k
+from yolo_master.nn.routers.topk import hard_top_k, soft_top_k
 
 ALL_STRATEGIES = ["auto", *STRATEGIES]
 EAGER = ["auto", "select", "grouped", "dense"]
-
-
-def loop_reference(block: ESMoE, x: torch.Tensor) -> torch.Tensor:
-    """The obvious implementation: per image, per chosen expert, a separate depthwise/BN/SiLU/pointwise."""
-    routing = block.router(x)
-    bank = block.experts
-    outs = []
-    for b in range(x.shape[0]):
-        acc = 0
-        for e, w in zip(routing.indices[b].tolist(), routing.weights[b]):
-            k = bank.kernel_sizes[e]
-            dw = bank.dw_weight[:, bank.offsets[e] : bank.offsets[e + 1]].reshape(bank.c1, 1, k, k)
-            h = F.conv2d(x[b : b + 1], dw, padding=k // 2, groups=bank.c1)
-            mean, var = bank.bn_running_mean[e], bank.bn_running_var[e]
-            h = (h - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + bank.bn_eps)
-            h = F.silu(h * bank.bn_weight[e].view(1, -1, 1, 1) + bank.bn_bias[e].view(1, -1, 1, 1))
-            acc = acc + w * F.conv2d(h, bank.pw_weight[e].unsqueeze(-1).unsqueeze(-1))
-        outs.append(acc)
-    y = block.norm(torch.cat(outs))
-    return x + y if block.add else y
-
-
-def randomize_stats(block: ESMoE) -> ESMoE:
-    """Non-trivial BatchNorm statistics so that the reference really exercises them."""
-    with torch.no_grad():
-        block.experts.bn_running_mean.normal_(0, 0.5)
-        block.experts.bn_running_var.uniform_(0.5, 2.0)
-        block.experts.bn_weight.normal_(1, 0.2)
-        block.experts.bn_bias.normal_(0, 0.2)
-        block.norm.running_mean.normal_(0, 0.5)
-        block.norm.running_var.uniform_(0.5, 2.0)
-    return block
 
 
 def _steer_with_onehot(block: ESMoE, logits: torch.Tensor, x: torch.Tensor) -> None:
@@ -229,12 +200,10 @@ def test_active_params_count_k_of_e_experts():
     block = ESMoE(32, 32, 4, 2)
     total = sum(p.numel() for p in block.parameters())
     experts = sum(block.experts.expert_params(e) for e in range(4))
-    assert block.active_params() == total - experts // 2
+    assert active_params(block) == total - experts // 2
 
 
 def test_ties_go_to_the_lower_expert_index_every_time():
-    from yolo_master.nn.routing import top_k
-
     logits = torch.tensor([[1.0, 3.0, 3.0, 3.0], [2.0, 2.0, 2.0, 2.0], [0.5, 0.5, 1.0, 0.5]])
     for _ in range(5):
         for select in (soft_top_k, hard_top_k):
@@ -249,5 +218,5 @@ def test_non_finite_gate_logits_fail_with_the_layer_named(bad):
     block.i = 6  # set by the model parser for layers of a model
     with torch.no_grad():
         block.router.logits.bias[1] = bad
-    with pytest.raises(FloatingPointError, match="ES-MoE layer 6 got non-finite gate logits"):
+    with pytest.raises(FloatingPointError, match="ESMoE layer 6 got non-finite router logits"):
         block(torch.randn(1, 8, 5, 5))

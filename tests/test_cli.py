@@ -60,8 +60,14 @@ def test_check_keys(mode, args, error, match):
         check_keys(mode, args)
 
 
-def test_moe_is_a_train_key():
-    check_keys("train", {"data": "shapes", "moe": 1.5, "epochs": 3})
+def test_moe_is_a_train_key_only():
+    args = {"data": "shapes", "moe": 1.5, "epochs": 3}
+    check_keys("train", args)
+    assert args == {"data": "shapes", "moe": 1.5, "epochs": 3}  # accepted and left for the trainer
+    with pytest.raises(UsageError, match="unknown key 'moe' for val"):
+        check_keys("val", {"moe": 1.5})
+    with pytest.raises(ValueError, match="must be >= 0"):
+        check_keys("train", {"data": "shapes", "moe": -1})
 
 
 @pytest.mark.parametrize(

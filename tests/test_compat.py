@@ -59,3 +59,26 @@ def test_old_checkpoint_resaved_by_this_code_round_trips(name, tmp_path):
     model = YOLOMaster(str(FIXTURES / f"{name}.pt"))
     model.save(tmp_path / "again.pt")
     assert_same_outputs(YOLOMaster(str(tmp_path / "again.pt")).model, ref)
+
+
+def test_old_checkpoints_load_under_safe_loading():
+    """``ULTRALYTICS_SAFE_LOAD=1`` (read at Ultralytics' import, hence a fresh interpreter): the allow-list
+    knows the class paths the old checkpoints name, and the loaded models predict as before."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from test_compat import FIXTURES, NAMES, assert_same_outputs\n"
+        "from yolo_master import YOLOMaster\n"
+        "for name in NAMES:\n"
+        "    ref = torch.load(FIXTURES / f'{name}_ref.pt', weights_only=True)\n"
+        "    assert_same_outputs(YOLOMaster(str(FIXTURES / f'{name}.pt')).model, ref)\n"
+        "print('all loaded')\n"
+    )
+    env = {**__import__("os").environ, "ULTRALYTICS_SAFE_LOAD": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0 and "all loaded" in proc.stdout, proc.stderr[-3000:]

@@ -9,8 +9,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from yolo_master.engine.routing_stats import RoutingStats
-from yolo_master.nn import ESMoE
-from yolo_master.nn.routing import load_balancing_loss
+from yolo_master.nn import ESMoE, RoutedBlock
+from yolo_master.nn.routers import load_balancing_loss
 
 # Routing weights of 6 images: rank 0 gets the first 3, rank 1 the last 3.
 DENSE = torch.tensor(
@@ -25,16 +25,14 @@ DENSE = torch.tensor(
 )
 
 
-class _Holder(torch.nn.Module):
-    """A stand-in layer exposing ``last_routing`` like ES-MoE does."""
-
-    num_experts = 4
+class _Holder(RoutedBlock):
+    """A routed layer whose last routing is the given dense weights."""
 
     def __init__(self, dense):
         super().__init__()
         from types import SimpleNamespace
 
-        self.last_routing = SimpleNamespace(dense=dense)
+        self._state.routing = SimpleNamespace(dense=dense)
 
 
 def _worker(rank: int, world: int, store: str, results) -> None:

@@ -11,19 +11,17 @@ from conftest import run_cli
 
 from yolo_master import ESMoE, YOLOMaster
 from yolo_master.export import inspect_onnx
+from yolo_master.export.parity import force_route, run_onnx
 from yolo_master.export.prepare import export_strategy
+from yolo_master.nn.dispatch import GRAPH_STRATEGIES
 
 ort = pytest.importorskip("onnxruntime")
-SPARSE = ("slice", "gather", "branch")
+SPARSE = GRAPH_STRATEGIES
 
 
 def _force(block: ESMoE, experts: tuple[int, ...]) -> None:
-    """Make ``block`` choose ``experts`` (in that order) for any input."""
-    with torch.no_grad():
-        block.router.logits.weight.mul_(0.01)  # keep some input dependence, far below the bias gap
-        block.router.logits.bias.fill_(-20.0)
-        for rank, e in enumerate(experts):
-            block.router.logits.bias[e] = 10.0 - rank
+    """Make ``block`` choose ``experts`` (in that order) for any input, keeping some input dependence."""
+    force_route(block, experts, input_weight=0.01)
 
 
 def _export_block(block: ESMoE, x: torch.Tensor, path) -> None:
@@ -31,8 +29,7 @@ def _export_block(block: ESMoE, x: torch.Tensor, path) -> None:
 
 
 def _run(path, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
+    return run_onnx(path, x)[0]
 
 
 @pytest.mark.parametrize("strategy", SPARSE)
@@ -131,6 +128,7 @@ def test_exported_onnx_predicts_through_yolomaster(tmp_path, shapes_yaml):
     [
         ("openvino", None, False, "export to onnx, torchscript, engine"),
         ("onnx", "select", False, "unknown export strategy"),
+        ("onnx", "grouped", False, "unknown export strategy"),
         ("onnx", None, True, "dynamic=True cannot trace the sparse 'slice'"),
         ("engine", None, False, "needs an NVIDIA GPU"),
     ],
@@ -159,9 +157,13 @@ def test_cli_engine_without_gpu_says_so_in_one_line(tmp_path, spelling):
     assert len(errors) == 1 and "needs an NVIDIA GPU" in errors[0]
 
 
-def test_cli_export_with_strategy(tmp_path):
-    proc = run_cli("export", "model=n.yaml", "format=onnx", "imgsz=64", "strategy=gather", cwd=tmp_path)
+@pytest.mark.parametrize("strategy,dynamic_convs", [("gather", 2 * 3), ("slice", 0)])
+def test_cli_export_traces_the_strategy_asked_for(tmp_path, strategy, dynamic_convs):
+    proc = run_cli("export", "model=n.yaml", "format=onnx", "imgsz=64", f"strategy={strategy}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    report = inspect_onnx(tmp_path / "yolo-master-n.onnx")
+    # gather: a depthwise and a pointwise convolution with gathered (graph-valued) weights per ES-MoE block
+    assert report.ops["TopK"] >= 3 and report.dynamic_weight_convs == dynamic_convs  # slice also orders by TopK
 
 
 @pytest.mark.slow

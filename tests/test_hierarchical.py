@@ -13,6 +13,8 @@ import torch
 from conftest import REPO, run_cli
 
 import yolo_master.nn.hierarchical as hierarchical
+from yolo_master.export.parity import ort_session
+from yolo_master.nn.cost import active_params
 from yolo_master.nn.experts import ExpertBank
 from yolo_master.nn.hierarchical import HiMoE
 
@@ -24,7 +26,7 @@ def make_block(c1: int = 8, c2: int = 8, seed: int = 0, **kwargs) -> HiMoE:
     torch.manual_seed(seed)
     block = HiMoE(c1, c2, **kwargs)
     with torch.no_grad():
-        block.scene[3].weight.mul_(30.0)  # make the group choice depend strongly on the image
+        block.router.logits.weight.mul_(30.0)  # make the group choice depend strongly on the image
         block.instance.weight.mul_(3.0)
         block.experts.bn_running_mean.normal_(0, 0.5)
         block.experts.bn_running_var.uniform_(0.5, 2.0)
@@ -48,7 +50,7 @@ def reference_routing(block: HiMoE, x: torch.Tensor):
     """
     b, _, h, w = x.shape
     per = block.num_experts // block.groups
-    scene = block.scene(x).flatten(1)
+    scene = block.router.gate(x)
     g = torch.softmax(scene / block.tau_s, -1)
     inst = block.instance(torch.cat([x, g[:, :, None, None].expand(-1, -1, h, w)], 1)) / block.tau_i
     pools, routes = [], {}
@@ -209,8 +211,8 @@ def test_flops_count_only_the_chosen_groups():
         ({"num_experts": 8.0}, r"num_experts \(N_e\) must be an integer"),
         ({"tau_s": 0}, r"tau_s must be a finite number > 0"),
         ({"tau_i": float("nan")}, r"tau_i must be a finite number > 0"),
-        ({"balance": -0.1}, r"balance must be a finite number >= 0"),
-        ({"diversity": "0.1"}, r"diversity must be a finite number >= 0"),
+        ({"balance_weight": -0.1}, r"balance_weight must be a finite number >= 0"),
+        ({"diversity_weight": "0.1"}, r"diversity_weight must be a finite number >= 0"),
         ({"kernel_sizes": (3, 4, 3, 5, 3, 5, 3, 5)}, "odd positive"),
         ({"kernel_sizes": (3, 5, 7)}, "one kernel size per expert"),
         ({"reduction": 0}, r"reduction must be >= 1"),
@@ -242,7 +244,7 @@ def _js(p: torch.Tensor) -> torch.Tensor:
 
 
 def test_aux_loss_is_the_weighted_balance_and_diversity_terms():
-    block = make_block(balance=0.01, diversity=0.001).train()
+    block = make_block(balance_weight=0.01, diversity_weight=0.001).train()
     x = images(3)
     with torch.no_grad():
         block(x)
@@ -268,8 +270,8 @@ def test_aux_loss_is_differentiable_and_reaches_both_routers():
     assert aux is not None and torch.isfinite(aux) and block.take_aux_loss() is None  # handed over once
     aux.backward()
     for name, p in [
-        ("scene", block.scene[1].weight),
-        ("scene", block.scene[3].weight),
+        ("scene", block.router.reduce.weight),
+        ("scene", block.router.logits.weight),
         ("instance", block.instance.weight),
     ]:
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
@@ -277,7 +279,7 @@ def test_aux_loss_is_differentiable_and_reaches_both_routers():
 
 
 def test_zero_lambdas_turn_the_aux_loss_off():
-    block = make_block(balance=0, diversity=0).train()
+    block = make_block(balance_weight=0, diversity_weight=0).train()
     block(images(2))
     assert block.take_aux_loss().item() == 0.0
 
@@ -297,7 +299,7 @@ def test_repr_and_active_params():
     text = repr(block)
     assert "num_experts=8" in text and "groups=4" in text and "group_k=2" in text and "kernels=3,5,3,5" in text
     experts = sum(block.experts.expert_params(e) for e in range(8))
-    assert block.active_params() == sum(p.numel() for p in block.parameters()) - experts // 2
+    assert active_params(block) == sum(p.numel() for p in block.parameters()) - experts // 2
 
 
 # ---- export -------------------------------------------------------------------------------------------
@@ -315,8 +317,8 @@ def _check_onnx(path) -> None:
 
 
 def _session(path):
-    ort = pytest.importorskip("onnxruntime")
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    pytest.importorskip("onnxruntime")
+    return ort_session(path)
 
 
 def test_block_onnx_export_matches_pytorch_for_different_groups(tmp_path):
@@ -344,8 +346,8 @@ def test_model_onnx_export_matches_pytorch_for_different_groups(tmp_path):
     assert len(blocks) == 3
     with torch.no_grad():
         for b in blocks:  # the group choice follows the image
-            b.scene[1].weight.mul_(30.0)
-            b.scene[3].weight.mul_(30.0)
+            b.router.reduce.weight.mul_(30.0)
+            b.router.logits.weight.mul_(30.0)
     path = tmp_path / "model.onnx"
     torch.onnx.export(net, torch.zeros(1, 3, 64, 64), str(path), dynamo=False, opset_version=17)
     _check_onnx(path)

@@ -55,11 +55,16 @@ def test_moe_gain_scales_the_term_and_zero_removes_it():
     assert torch.isclose(total_base - total_off, items[0] * 2, rtol=1e-4)  # term x batch size 2
 
 
-def test_default_gain_is_documented_value():
-    model = _model()
-    assert not hasattr(model.args, "moe")
-    assert model.loss(_batch())[1]["moe_loss"] > 0
-    assert DEFAULT_MOE_GAIN == 0.5
+def test_default_gain_is_the_documented_half():
+    """No ``moe`` given: the term is weighted 0.5 (README "Training", Table 8 config 1)."""
+    torch.manual_seed(0)
+    batch = _batch()
+    default = _model()
+    assert not hasattr(default.args, "moe")
+    unit = copy.deepcopy(default)
+    unit.args.moe = 1.0
+    with_default, with_one = default.loss(batch)[1]["moe_loss"], unit.loss(batch)[1]["moe_loss"]
+    assert with_one > 0 and torch.isclose(with_default, 0.5 * with_one)
 
 
 def test_model_deep_copies_after_a_training_forward():
@@ -126,27 +131,64 @@ def test_head_without_the_distribution(tmp_path, shapes_yaml):
     assert "dfl_loss" not in items and items["moe_loss"] > 0  # Ultralytics swaps DFL for an L1 box term
 
 
-def test_checkpoints_are_replaced_atomically(tmp_path, monkeypatch, shapes_yaml):
+def test_a_write_killed_before_its_rename_leaves_the_old_file(tmp_path, monkeypatch):
     import os
 
-    from yolo_master.engine.atomic import AtomicPath
-    from yolo_master.engine.trainer import YOLOMasterDetectionTrainer
+    from yolo_master.engine.atomic import write_atomically
 
-    best = AtomicPath(tmp_path / "weights" / "best.pt")
-    best.parent.mkdir()
-    best.write_bytes(b"old checkpoint")
-    assert best.read_bytes() == b"old checkpoint"
+    best = tmp_path / "best.pt"
+    write_atomically(best, b"old checkpoint")
 
     def killed(src, dst):  # the process dies between writing the new bytes and the rename
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
-        best.write_bytes(b"new checkpoint, never completed")
+        write_atomically(best, b"new checkpoint, never completed")
     assert best.read_bytes() == b"old checkpoint"  # the previous checkpoint is intact
-    assert sorted(p.name for p in best.parent.iterdir()) == ["best.pt"]  # and no temporary is left
-    assert isinstance(best.parent / "epoch3.pt", AtomicPath)
-    monkeypatch.undo()
-    overrides = {"model": "n.yaml", "data": str(shapes_yaml), "project": str(tmp_path)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]  # and no temporary is left
+
+
+def _trainer_saving(tmp_path, monkeypatch, shapes_yaml, write):
+    """Our trainer whose parent ``save_model`` is replaced by ``write(trainer)`` (no training needed)."""
+    from ultralytics.engine.trainer import BaseTrainer
+
+    from yolo_master.engine import resume_state
+    from yolo_master.engine.trainer import YOLOMasterDetectionTrainer
+
+    monkeypatch.setattr(BaseTrainer, "save_model", write)
+    monkeypatch.setattr(resume_state, "save", lambda trainer: None)
+    overrides = {"model": "n.yaml", "data": str(shapes_yaml), "project": str(tmp_path), "name": "run"}
     trainer = YOLOMasterDetectionTrainer(overrides=overrides)
-    assert all(isinstance(p, AtomicPath) for p in (trainer.last, trainer.best, trainer.wdir / "epoch1.pt"))
+    trainer.wdir.mkdir(parents=True, exist_ok=True)
+    return trainer
+
+
+def test_checkpoints_are_staged_then_renamed_into_weights(tmp_path, monkeypatch, shapes_yaml):
+    def write(trainer):  # what Ultralytics' save_model does: last, best, epochN through these attributes
+        trainer.last.write_bytes(b"last")
+        trainer.best.write_bytes(b"best")
+        (trainer.wdir / "epoch3.pt").write_bytes(b"epoch 3")
+        return True
+
+    trainer = _trainer_saving(tmp_path, monkeypatch, shapes_yaml, write)
+    wdir = trainer.wdir
+    assert trainer.save_model() is True
+    assert {p.name: p.read_bytes() for p in wdir.iterdir()} == {
+        "last.pt": b"last",
+        "best.pt": b"best",
+        "epoch3.pt": b"epoch 3",
+    }
+    assert trainer.last == wdir / "last.pt" and trainer.wdir == wdir  # the trainer's paths are put back
+
+
+def test_a_save_killed_midway_leaves_the_previous_checkpoints(tmp_path, monkeypatch, shapes_yaml):
+    def write(trainer):
+        trainer.last.write_bytes(b"half a checkp")
+        raise KeyboardInterrupt  # killed before best.pt and before anything was renamed
+
+    trainer = _trainer_saving(tmp_path, monkeypatch, shapes_yaml, write)
+    (trainer.wdir / "last.pt").write_bytes(b"previous last")
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_model()
+    assert {p.name: p.read_bytes() for p in trainer.wdir.iterdir()} == {"last.pt": b"previous last"}

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from yolo_master.compat import check_ultralytics_version
+from yolo_master.integration import TOUCHES, check_ultralytics, missing_symbols
+from yolo_master.integration.version import check_ultralytics_version
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,8 +70,23 @@ def test_untested_ultralytics_fails_with_the_range(version, monkeypatch):
         check_ultralytics_version(version)
 
 
-def test_tested_ultralytics_passes():
-    check_ultralytics_version("8.4.190")
+def test_installed_ultralytics_has_every_symbol_we_touch():
+    assert check_ultralytics_version("8.4.190") is None
+    assert len(TOUCHES) >= 10 and all(t.reason for t in TOUCHES)
+    assert missing_symbols() == []
+
+
+def test_a_missing_ultralytics_symbol_stops_the_import_with_one_line(monkeypatch):
+    import yolo_master.integration as integration
+
+    fake = integration.Touch("ultralytics.nn.tasks.no_such_function", "a reason we depend on it")
+    monkeypatch.setattr(integration, "TOUCHES", (*integration.TOUCHES, fake))
+    assert integration.missing_symbols() == ["ultralytics.nn.tasks.no_such_function"]
+    with pytest.raises(ImportError) as info:
+        check_ultralytics()
+    message = str(info.value)
+    assert "ultralytics.nn.tasks.no_such_function (a reason we depend on it)" in message
+    assert "ultralytics>=8.4.180,<8.5.0" in message and "\n" not in message
 
 
 def test_export_bench_times_onnx_without_importing_torch(tmp_path):

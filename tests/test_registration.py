@@ -11,7 +11,7 @@ import torch
 from ultralytics.nn.tasks import DetectionModel
 
 from yolo_master import ESMoE, YOLOMaster
-from yolo_master.zoo import load_model_yaml, resolve
+from yolo_master.zoo import find_model_yaml, load_model_yaml
 
 # Published figures of the reference configs (params in millions, GFLOPs at 640, nc=80).
 TARGETS = {"n": (2.69, 8.8), "s": (9.71, 29.4), "m": (23.9, 98.0), "l": (30.2, 119.7), "x": (67.4, 266.1)}
@@ -101,7 +101,7 @@ def test_stock_detection_model_parses_an_esmoe_yaml(tmp_path):
 
 @pytest.mark.parametrize("name,scale", [("n.yaml", "n"), ("s", "s"), ("yolo-master-x.yaml", "x"), ("m.yml", "m")])
 def test_short_and_long_names_resolve(name, scale):
-    path, got, display = resolve(name)
+    path, got, display = find_model_yaml(name)
     assert path.is_file() and got == scale and display == f"yolo-master-{scale}.yaml"
 
 

@@ -11,16 +11,16 @@ import pickle
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
-from conftest import run_cli
+from conftest import build_detect, images, loop_reference, run_cli, zoo_dict
 
 from yolo_master import ESMoE, YOLOMaster
-from yolo_master.engine.balancing import update_selection_biases
+from yolo_master.engine.router_updates import step_routers
 from yolo_master.export import inspect_onnx
+from yolo_master.nn import MoEOptions
 from yolo_master.nn.capacity import apply_capacity
-from yolo_master.nn.register import apply_moe_options, parse_moe_options
-from yolo_master.nn.variable_k import complexity_score, k_by_rank
+from yolo_master.nn.routers import VariableKRouter
+from yolo_master.nn.routers.variable_k import complexity_score, k_by_rank
 
 P = (0.4, 0.3, 0.2, 0.1)
 ROUTERS = {  # the model YAML's `moe:` section -> what it selects
@@ -39,9 +39,7 @@ def make_block(options: dict, seed: int = 0, e: int = 4, k: int = 2) -> ESMoE:
     """An 8-channel ES-MoE block with ``options`` applied, non-trivial BN statistics, and for bias /
     variable K a router state that matters (a non-zero bias; thresholds calibrated on training batches)."""
     torch.manual_seed(seed)
-    block = ESMoE(8, 8, e, k)
-    wrapper = torch.nn.Sequential(block)
-    apply_moe_options(wrapper, options)
+    block = ESMoE(8, 8, e, k, options=MoEOptions.from_yaml(options))
     bank = block.experts
     with torch.no_grad():
         bank.bn_running_mean.normal_(0, 0.3)
@@ -49,41 +47,11 @@ def make_block(options: dict, seed: int = 0, e: int = 4, k: int = 2) -> ESMoE:
         block.norm.running_mean.normal_(0, 0.3)
         block.norm.running_var.uniform_(0.5, 2.0)
         block.router.selection_bias.copy_(torch.linspace(0.3, -0.3, e)) if options.get("balance") else None
-    if block.router.k_dist is not None:
+    if isinstance(block.router, VariableKRouter):
         block.train()
         for _ in range(30):
             block(images(16))
     return block.eval()
-
-
-def images(n: int, c: int = 8, size: int = 6) -> torch.Tensor:
-    """Inputs of varied complexity: a random contrast per image spreads the variance score."""
-    return torch.randn(n, c, size, size) * torch.rand(n, 1, 1, 1).mul(3).add(0.1) + torch.randn(n, c, 1, 1)
-
-
-def loop_reference(block: ESMoE, x: torch.Tensor) -> torch.Tensor:
-    """Eval mode, the obvious way: per image, each expert that has a non-zero weight, then the shared one."""
-    routing = block.router(x)
-    bank, e_routed = block.experts, block.num_experts
-    outs = []
-    for b in range(x.shape[0]):
-        acc = torch.zeros(1, bank.c2, *x.shape[2:])
-        slots = list(zip(routing.indices[b].tolist(), routing.weights[b].tolist()))
-        slots += [(e, 1.0) for e in range(e_routed, bank.num_experts)]  # shared experts, always on
-        for e, w in slots:
-            if w == 0:
-                continue
-            k = bank.kernel_sizes[e]
-            dw = bank.dw_weight[:, bank.offsets[e] : bank.offsets[e + 1]].reshape(bank.c1, 1, k, k)
-            h = F.conv2d(x[b : b + 1], dw, padding=k // 2, groups=bank.c1)
-            h = (h - bank.bn_running_mean[e].view(1, -1, 1, 1)) / torch.sqrt(
-                bank.bn_running_var[e].view(1, -1, 1, 1) + bank.bn_eps
-            )
-            h = F.silu(h * bank.bn_weight[e].view(1, -1, 1, 1) + bank.bn_bias[e].view(1, -1, 1, 1))
-            acc = acc + w * F.conv2d(h, bank.pw_weight[e][:, :, None, None])
-        outs.append(acc)
-    y = block.norm(torch.cat(outs))
-    return x + y if block.add else y
 
 
 @pytest.mark.parametrize("name", ROUTERS)
@@ -157,7 +125,7 @@ def test_training_routing_equals_inference_routing_where_the_papers_define_it(na
         block.router.train()
         r_train = block.router(x)
     same_k = (r_eval.weights != 0).sum(1) == (r_train.weights != 0).sum(1)
-    if block.router.k_dist is None:
+    if not isinstance(block.router, VariableKRouter):
         assert same_k.all()
     assert same_k.sum() >= 3  # enough images to compare
     assert torch.equal(r_eval.indices[same_k], r_train.indices[same_k])
@@ -171,14 +139,14 @@ def test_shared_expert_runs_for_every_image_and_takes_one_of_the_k_slots():
     shared_pw = block.experts.pw_weight.grad[4]
     assert shared_pw.abs().sum() > 0  # the shared expert learns from every batch
     with pytest.raises(ValueError, match="K must be >= 2"):
-        apply_moe_options(torch.nn.Sequential(ESMoE(8, 8, 4, 1)), {"shared": True})
+        ESMoE(8, 8, 4, 1, options=MoEOptions(shared=True))
 
 
 def test_soft_mixture_runs_every_expert_with_softmax_weights():
     block = make_block({"router": "soft"})
     with torch.no_grad():
         routing = block.router(images(3))
-    assert block.top_k == block.num_experts == 4 and block.router.static
+    assert block.top_k == block.num_experts == 4 and block.router.all_experts
     assert torch.allclose(routing.dense, routing.logits.softmax(-1))
 
 
@@ -225,11 +193,10 @@ def test_capacity_drops_over_capacity_assignments_in_training_only():
 
 
 def test_ema_gets_a_copy_of_the_router_state():
-    model = torch.nn.Sequential(ESMoE(8, 8, 4, 2))
-    apply_moe_options(model, {"k_dist": list(P), "balance": "bias"})
+    model = torch.nn.Sequential(ESMoE(8, 8, 4, 2, options=MoEOptions(k_dist=P, balance="bias")))
     ema = copy.deepcopy(model)
     model.train()(images(8))
-    update_selection_biases(model, ema, 0.0)
+    step_routers(model, ema, 0.0)
     assert torch.equal(ema[0].router.k_thresholds, model[0].router.k_thresholds)
     assert model[0].router.k_thresholds.abs().sum() > 0
     assert torch.equal(ema[0].router.selection_bias, model[0].router.selection_bias)
@@ -238,7 +205,7 @@ def test_ema_gets_a_copy_of_the_router_state():
 @pytest.mark.parametrize(
     "options,match",
     [
-        ({"router": "switch"}, "choose topk or soft"),
+        ({"router": "switch"}, "choose topk, soft"),
         ({"shared": "yes"}, "true or false"),
         ({"k_dist": [0.5, 0.6]}, "must sum to 1"),
         ({"k_dist": [1.0]}, "at least 2"),
@@ -251,21 +218,22 @@ def test_ema_gets_a_copy_of_the_router_state():
 )
 def test_bad_moe_sections_fail_with_one_readable_line(options, match):
     if match is None:
-        parse_moe_options(options)
-        with pytest.raises(ValueError, match="k_dist allows up to 4 experts but the layer has E=3"):
-            apply_moe_options(YOLOMaster("n.yaml").model, options)
+        MoEOptions.from_yaml(options)
+        with pytest.raises(ValueError, match="layer 6 ESMoE .*k_dist allows up to 4 experts but the layer has E=3"):
+            build_detect(zoo_dict(**options))
         return
     with pytest.raises(ValueError, match=match):
-        parse_moe_options(options)
+        MoEOptions.from_yaml(options)
 
 
 def test_info_reports_active_params_and_rho_per_router():
+    from types import SimpleNamespace
+
+    from yolo_master.info import model_info
+
     rho = {}
     for name in ("topk", "shared", "soft", "variable"):
-        model = YOLOMaster("n.yaml")
-        apply_moe_options(model.model, ROUTERS[name])
-        from yolo_master.info import model_info
-
+        model = SimpleNamespace(model=build_detect(zoo_dict(**ROUTERS[name])))
         rho[name] = float(model_info(model, 320).rsplit("rho ", 1)[1].split()[0])
     # soft runs all E experts; variable K runs E[k] = 1 of them on average, "shared" top-2 one routed expert
     # next to the shared one: the same routed FLOPs as variable K, over a larger total
@@ -287,6 +255,7 @@ def test_training_with_every_option_logs_drops_and_saves_router_state(tmp_path, 
     ckpt = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=False)
     blocks = [m for m in (ckpt["ema"] or ckpt["model"]).modules() if isinstance(m, ESMoE)]
     assert all(b.shared and b.router.k_dist == P and b.router.k_thresholds.abs().sum() > 0 for b in blocks)
+    assert all(isinstance(b.router, VariableKRouter) and b.options.capacity == 1.0 for b in blocks)
     last = tmp_path / "run" / "weights" / "last.pt"
     proc = run_cli("export", f"model={last}", "format=onnx", "imgsz=64", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -28,7 +28,7 @@ def test_our_checkpoint_with_criterion_loads_and_predicts_in_safe_mode(tmp_path,
     model.args = get_cfg()
     batch = real_batch("detect", shapes_yaml)
     batch["img"] = batch["img"].float() / 255
-    model.loss(batch)  # builds the wrapped criterion, which a trained checkpoint carries too
+    model.loss(batch)  # builds the criterion, which a trained checkpoint may carry too
     path = tmp_path / "ours.pt"
     torch.save({"model": model.eval(), "train_args": {}}, path)
     images = Path(shapes_yaml).parent / "images" / "val"

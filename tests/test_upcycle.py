@@ -17,6 +17,7 @@ from torch import nn
 
 from yolo_master.cli import main
 from yolo_master.nn import ESMoE
+from yolo_master.nn.cost import active_params
 from yolo_master.nn.moe_ffn import FFNMoE
 from yolo_master.upcycle import UpcycleError, upcycle
 from yolo_master.upcycle.insert import graft_yaml, identity_init
@@ -38,7 +39,7 @@ def _one_thread():
 def _trained_statistics(module: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm non-trivial statistics and affine terms, as training would, and every FFN
     unit-gain weights (Ultralytics initialises them at std 0.02, small enough to hide a broken FFN)."""
-    from yolo_master.upcycle.expand import is_ffn
+    from yolo_master.nn.ffn_expansion import is_ffn
 
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -161,8 +162,8 @@ def test_active_params_equal_the_dense_ffn_plus_the_gate():
     dense = sum(p.numel() for p in ffn.parameters())
     gate = sum(p.numel() for p in block.router.parameters())
     # the hidden BatchNorm (weight + bias, 2 x 32) became one bias of 32
-    assert block.active_params() == dense - 32 + gate
-    assert sum(p.numel() for p in block.parameters()) == block.active_params() + 6 * block.experts.expert_params()
+    assert active_params(block) == dense - 32 + gate
+    assert sum(p.numel() for p in block.parameters()) == active_params(block) + 6 * block.experts.expert_params()
 
 
 def test_block_exports_with_topk_and_no_control_flow(tmp_path):

@@ -1,24 +1,19 @@
 """YOLO-Master: sparse Mixture-of-Experts real-time detection on top of Ultralytics.
 
-Importing this package (before or instead of ``ultralytics``) sets the offline defaults, checks the
-installed Ultralytics version, and registers the ES-MoE blocks with Ultralytics' model parser.
+Importing this package (before or instead of ``ultralytics``) sets the offline defaults
+(``YOLO_OFFLINE=1``, ``YOLO_AUTOINSTALL=0`` unless set; Ultralytics reads them once, at its import),
+checks the installed Ultralytics, and teaches it our blocks (``integration/``).
 """
 
-from .offline import configure_environment
+from .integration.runtime import configure_environment
 
 configure_environment()
 
-from .compat import check_ultralytics_version  # noqa: E402
+from .integration import install  # noqa: E402
 
-check_ultralytics_version()
+install()
 
 from .model import YOLOMaster  # noqa: E402
-from .nn.register import register  # noqa: E402
-from .offline import use_local_fonts  # noqa: E402
-
-register()
-use_local_fonts()
-
 from .nn import ESMoE  # noqa: E402
 
 __version__ = "0.1.0"

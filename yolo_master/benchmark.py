@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .info import active_params
+from .nn.cost import active_params
 
 
 def latency(fn: Callable[[], object], warmup: int = 10, runs: int = 100) -> tuple[float, float]:
@@ -42,24 +42,15 @@ def load_any(name: str):
     from ultralytics import YOLO
 
     from .model import YOLOMaster
-    from .zoo import resolve
+    from .zoo import find_model_yaml
 
     try:
-        resolve(name)
+        find_model_yaml(name)
         return YOLOMaster(name)
     except FileNotFoundError:
         if Path(name).suffix in {".yaml", ".yml"}:
             return YOLO(name)  # a stock Ultralytics config, built locally (no download)
         raise
-
-
-def _ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def prepare(name: str, imgsz: int, batch: int, out_dir: Path) -> tuple[dict, object]:
@@ -92,7 +83,9 @@ def prepare(name: str, imgsz: int, batch: int, out_dir: Path) -> tuple[dict, obj
 
 
 def time_ort(path: Path, x: np.ndarray, threads: int, runs: int, warmup: int) -> tuple[float, float]:
-    session = _ort_session(path, threads)
+    from .export.parity import ort_session
+
+    session = ort_session(path, threads)
     feed = {session.get_inputs()[0].name: x}
     return latency(lambda: session.run(None, feed), warmup, runs)
 

@@ -136,9 +136,9 @@ def check_keys(mode: str, args: dict) -> None:
     Ultralytics' deprecated spellings (``half=True`` -> ``quantize=16``, ...) are mapped in place first,
     with Ultralytics' own warning.
     """
-    from ultralytics.cfg import _handle_deprecation
+    from .integration.runtime import map_deprecated_keys
 
-    _handle_deprecation(args)
+    map_deprecated_keys(args)
     known = _known_keys(mode)
     for key in args:
         if key not in known:
@@ -225,6 +225,18 @@ def run_upcycle(args: dict):
     return path
 
 
+def _export_strategies() -> str:
+    """``slice (onnx, torchscript default), gather (engine default), branch, dense`` from the export table."""
+    from .export.prepare import FORMAT_STRATEGY
+    from .nn import EXPORT_STRATEGIES
+
+    def label(strategy: str) -> str:
+        formats = [f for f, s in FORMAT_STRATEGY.items() if s == strategy]
+        return f"{strategy} ({', '.join(formats)} default)" if formats else strategy
+
+    return ", ".join(map(label, EXPORT_STRATEGIES))
+
+
 def help_text(mode: str | None = None) -> str:
     if mode is None:
         lines = [USAGE, "", "YOLO-Master: sparse Mixture-of-Experts detection on Ultralytics.", "", "modes:"]
@@ -234,7 +246,7 @@ def help_text(mode: str | None = None) -> str:
     desc, required, example = MODES[mode]
     extra = {
         "train": "\n  moe=0.5        weight of the MoE load-balancing loss (0 turns it off)",
-        "export": "\n  strategy=...   ES-MoE graph: slice (ONNX default), gather (engine default), branch, dense",
+        "export": f"\n  strategy=...   ES-MoE graph: {_export_strategies()}",
         "benchmark": "\n  compare=a.yaml,b.yaml  models to measure beside model=\n  runs=100 warmup=10     timed and "
         "warm-up runs per runtime",
         "upcycle": "\n  to=n.yaml      insert the ES-MoE blocks of this YAML / zoo name (identity at start)"

@@ -2,39 +2,47 @@
 
 rho (compute leverage, after the sparse-MoE-in-vision paper) = FLOPs of the routed experts that run /
 all FLOPs of the model, both for one image at ``imgsz`` and counted the same way (thop, Ultralytics'
-counter; routed experts at K x their average size). MoE only pays off when rho is large.
+counter; routed experts at K x their average size). MoE only pays off when rho is large. Nothing here
+changes the model it is given (its train / eval mode is put back).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
-from .nn.experts import ExpertBank
-from .nn.register import layer_rows, routed_macs
+from .integration.parser import layer_rows
+from .nn.cost import active_params, conv_expert_blocks, routed_macs
 
 
-def active_params(module: nn.Module) -> int:
-    """Parameters used for one image: MoE layers count only their top-K experts."""
-    if hasattr(module, "active_params"):
-        return module.active_params()
-    own = sum(p.numel() for p in module.parameters(recurse=False))
-    return own + sum(active_params(child) for child in module.children())
+@contextmanager
+def evaluating(net: nn.Module):
+    """``net`` in eval mode for the duration; every module's own mode restored afterwards."""
+    modes = {m: m.training for m in net.modules()}
+    net.eval()
+    try:
+        yield net
+    finally:
+        for m, training in modes.items():
+            m.training = training
 
 
 def routed_gflops(net: nn.Module, imgsz: int) -> float:
-    """GFLOPs of the routed experts in one eval forward of a blank ``imgsz`` image (2 x MACs)."""
+    """GFLOPs of the routed convolution experts in one eval forward of a blank ``imgsz`` image (2 x MACs)."""
     total = 0.0
 
-    def count(bank, inputs, output):
+    def count(block, inputs, output):
         nonlocal total
-        total += routed_macs(bank, inputs[0], inputs[1])
+        x = inputs[0]
+        total += routed_macs(block, x.shape[0], x.shape[2], x.shape[3])
 
-    handles = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, ExpertBank)]
+    handles = [m.register_forward_hook(count) for m in conv_expert_blocks(net)]
     try:
         p = next(net.parameters())
-        with torch.inference_mode():
-            net.eval()(torch.zeros(1, 3, imgsz, imgsz, device=p.device, dtype=p.dtype))
+        with torch.inference_mode(), evaluating(net):
+            net(torch.zeros(1, 3, imgsz, imgsz, device=p.device, dtype=p.dtype))
     finally:
         for h in handles:
             h.remove()
@@ -50,7 +58,8 @@ def model_info(model, imgsz: int = 640) -> str:
     for (i, f, n, np_, t, args), layer in zip(layer_rows(net.model, net.yaml), net.model):
         lines.append(f"{i:>3}{f!s:>20}{n:>3}{np_:11,d}{active_params(layer):11,d}  {t:<40}{args}")
     total, active = sum(p.numel() for p in net.parameters()), active_params(net)
-    gflops = get_flops(net, imgsz)
+    with evaluating(net):
+        gflops = get_flops(net, imgsz)
     name = net.yaml.get("yaml_file", "model")
     rho = routed_gflops(net, imgsz) / gflops if gflops else 0.0
     lines.append(

@@ -20,7 +20,7 @@ from .engine import (
     YOLOMasterSegmentationTrainer,
 )
 from .models import TASK_MODELS
-from .zoo import load_model_yaml, resolve
+from .zoo import find_model_yaml, load_model_yaml
 
 
 class YOLOMaster(Model):
@@ -36,7 +36,7 @@ class YOLOMaster(Model):
         model = str(model)
         suffix = Path(model).suffix
         if suffix in {"", ".yaml", ".yml"}:
-            resolve(model)  # unknown names fail here with the list of valid ones
+            find_model_yaml(model)  # unknown names fail here with the list of valid ones
             model = model if suffix else f"{model}.yaml"
         elif suffix == ".pt" and not Path(model).is_file():
             raise FileNotFoundError(f"checkpoint '{model}' not found (YOLO-Master never downloads weights)")
@@ -74,18 +74,16 @@ class YOLOMaster(Model):
             **kwargs: Ultralytics export arguments (``format``, ``imgsz``, ``batch``, ``half``, ...).
         """
         from .export.prepare import export_strategy, traced_strategy
-        from .nn import ESMoE, HiMoE
-        from .nn.moe_ffn import FFNMoE
+        from .nn import HiMoE, moe_layers
 
-        modules = list(self.model.modules()) if isinstance(self.model, nn.Module) else []
-        has_routing = any(isinstance(m, (ESMoE, HiMoE, FFNMoE)) for m in modules)  # formats must keep it
+        layers = moe_layers(self.model) if isinstance(self.model, nn.Module) else []  # formats must keep routing
         fmt = str(kwargs.get("format", "torchscript")).lower()
         dynamic = bool(kwargs.get("dynamic", False))
-        if dynamic and any(isinstance(m, HiMoE) for m in modules):
+        if dynamic and any(isinstance(m, HiMoE) for m in layers):
             raise ValueError("dynamic=True cannot trace a HiMoE graph (it unrolls a static batch): export with batch=N")
-        # only ES-MoE has strategies; FFN-MoE (upcycled) graphs are batch-generic
-        es_dynamic = dynamic and any(isinstance(m, ESMoE) for m in modules)
-        chosen = export_strategy(fmt, strategy, es_dynamic, has_routing)
+        # only blocks with strategies (ES-MoE) unroll the batch; FFN-MoE (upcycled) graphs are batch-generic
+        unrolled_dynamic = dynamic and any(m.strategies for m in layers)
+        chosen = export_strategy(fmt, strategy, unrolled_dynamic, bool(layers))
         with traced_strategy(self.model, chosen):
             return super().export(**kwargs)
 

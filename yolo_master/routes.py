@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine.routing_stats import routed_layers
+from .nn import named_moe_layers
 
 
 def image_files(source) -> list[Path]:
@@ -31,12 +31,14 @@ def collect_routes(model, source, imgsz: int = 640) -> tuple[list[str], list[str
 
     Returns image names, layer names and the routing weights, shape ``(images, layers, max E)``.
     """
+    from copy import deepcopy
+
     import cv2
     import torch
     from ultralytics.data.augment import LetterBox
 
-    net = model.model.float().eval()
-    layers = routed_layers(net)
+    net = deepcopy(model.model).float().eval()  # the caller's model keeps its dtype and mode
+    layers = named_moe_layers(net)
     if not layers:
         raise ValueError("this model has no ES-MoE layers: there is no routing to show")
     e_max = max(m.num_experts for m in layers.values())

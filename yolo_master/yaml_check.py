@@ -11,7 +11,7 @@ import importlib
 
 import torch
 
-from .nn.register import BLOCKS
+from .nn import BLOCKS
 
 
 def _module_exists(name: str) -> bool:

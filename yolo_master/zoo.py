@@ -34,7 +34,7 @@ def zoo_names() -> list[str]:
     return [f"yolo-master-{f + '-' if f else ''}{s}.yaml" for f in FAMILIES for s in SCALES]
 
 
-def resolve(name: str | Path) -> tuple[Path, str | None, str]:
+def find_model_yaml(name: str | Path) -> tuple[Path, str | None, str]:
     """Return ``(yaml path, scale or None, display name)`` for a zoo name or an existing YAML file.
 
     Raises:
@@ -56,7 +56,7 @@ def resolve(name: str | Path) -> tuple[Path, str | None, str]:
 
 def load_model_yaml(name: str | Path) -> dict:
     """Load a model YAML by zoo name or path, with ``scale`` set from the name when it has one."""
-    path, scale, display = resolve(name)
+    path, scale, display = find_model_yaml(name)
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8", errors="replace"))
     except yaml.YAMLError as e:

@@ -1,8 +1,7 @@
-"""Checkpoints written atomically: a crash or a kill mid-save never leaves a half-written best.pt.
+"""Files written atomically: a crash or a kill mid-write never leaves a half-written file.
 
-Ultralytics writes ``last.pt`` / ``best.pt`` / ``epochN.pt`` with ``Path.write_bytes``. Our trainers
-give it paths of this type, whose ``write_bytes`` writes a temporary file in the same folder, syncs
-it, and renames it over the target (a rename within one file system is atomic on POSIX and Windows).
+The bytes go to a temporary file in the same folder, are synced, and the temporary file is renamed
+over the target (a rename within one file system is atomic on POSIX and Windows).
 """
 
 from __future__ import annotations
@@ -11,18 +10,22 @@ import os
 from pathlib import Path
 
 
-class AtomicPath(type(Path())):  # the concrete Path class of this OS (Path itself is abstract before 3.12)
-    """A ``Path`` whose ``write_bytes`` replaces the file atomically; ``/`` keeps the type."""
+def replace_atomically(source: str | Path, target: str | Path) -> None:
+    """Sync ``source`` to disk, then rename it over ``target``."""
+    with open(source, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(source, target)
 
-    def write_bytes(self, data) -> int:
-        tmp = self.with_name(f".{self.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                written = f.write(memoryview(data))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return written
+
+def write_atomically(path: str | Path, data: bytes) -> int:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one; returns the size."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            written = f.write(memoryview(data))
+        replace_atomically(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return written

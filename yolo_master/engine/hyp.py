@@ -2,12 +2,10 @@
 
 Ultralytics rejects keys it does not know, so our trainers take these out of the overrides before
 Ultralytics validates them, check them here, and put them back on ``trainer.args`` where the loss
-reads them. Validators never see them.
+reads them. Validators never see them (``integration.runtime.hidden_keys``).
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 from ..models.moe_loss import DEFAULT_MOE_GAIN
 
@@ -40,12 +38,3 @@ def apply_extra_hyp(args, given: dict) -> None:
         elif getattr(args, key, None) is None:
             setattr(args, key, default)
 
-
-@contextmanager
-def without_extra_hyp(args):
-    """Temporarily hide our keys from ``args`` (for code that re-validates args against the defaults)."""
-    saved = {k: args.__dict__.pop(k) for k in EXTRA_HYP if k in args.__dict__}
-    try:
-        yield args
-    finally:
-        args.__dict__.update(saved)

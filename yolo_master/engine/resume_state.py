@@ -38,7 +38,8 @@ from torch import nn
 from ultralytics.utils import LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
-from .atomic import AtomicPath
+from ..integration.runtime import reset_epoch_data
+from .atomic import write_atomically
 
 FILENAME = "resume_state.pt"  # not "last*.pt": Ultralytics' `resume=True` picks the newest last*.pt
 
@@ -57,13 +58,7 @@ def reseed_epoch(trainer) -> None:
     loader = trainer.train_loader
     if isinstance(getattr(loader, "generator", None), torch.Generator):
         loader.generator.manual_seed(seed)  # the shuffle order and the worker seeds
-    if hasattr(loader, "reset"):
-        loader.reset()  # a new iterator: drawn from the generator just seeded, with fresh workers
-    dataset = loader.dataset
-    if isinstance(getattr(dataset, "buffer", None), list):  # the mosaic buffer: empty, as fresh workers see it
-        for i in dataset.buffer:
-            dataset.ims[i] = dataset.im_hw0[i] = dataset.im_hw[i] = None
-        dataset.buffer.clear()
+    reset_epoch_data(loader)  # a new iterator from the generator just seeded, an empty mosaic buffer
 
 
 def save(trainer) -> None:
@@ -77,7 +72,7 @@ def save(trainer) -> None:
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    AtomicPath(Path(trainer.last).with_name(FILENAME)).write_bytes(buffer.getvalue())
+    write_atomically(Path(trainer.last).with_name(FILENAME), buffer.getvalue())
 
 
 def load(trainer, ckpt: dict) -> dict | None:

@@ -1,6 +1,6 @@
 """Routing statistics during training: which experts each MoE layer used, per epoch, and collapse warnings.
 
-For every layer that exposes ``last_routing`` (ES-MoE), after each training batch we add up, per
+For every routed layer (``nn.moe_layers``), after each training batch we add up, per
 expert, how many images selected it and how much routing weight it received. At the end of each
 epoch one row per (layer, expert) is appended to ``routing.csv`` in the run directory:
 
@@ -24,6 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..nn import named_moe_layers
+from ..nn.routers.base import distributed
+
 COLLAPSE_LOAD = 0.90  # one expert above this share of a layer's routing weight: collapsed
 STARVED_LOAD = 0.02  # an expert below this share: starved
 
@@ -34,15 +37,6 @@ def max_violation(selected: list[float]) -> float:
     """GigaMoE eq. 8: ``max_i load_i / mean(load) - 1`` over expert selection counts (or fractions)."""
     mean = sum(selected) / len(selected)
     return max(selected) / mean - 1 if mean > 0 else 0.0
-
-
-def routed_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """``{layer name: module}`` for every module that exposes ``last_routing``, by model index."""
-    layers = {}
-    for name, m in model.named_modules():
-        if hasattr(m, "last_routing") and hasattr(m, "num_experts"):
-            layers[name.removeprefix("model.")] = m
-    return layers
 
 
 def collapse_warnings(loads: dict[str, list[float]]) -> list[str]:
@@ -77,7 +71,7 @@ class RoutingStats:
 
     def add(self, model: nn.Module) -> None:
         """Add the latest forward's routing of every layer of ``model``."""
-        for name, layer in routed_layers(model).items():
+        for name, layer in named_moe_layers(model).items():
             routing = layer.last_routing
             if routing is None:
                 continue
@@ -97,8 +91,6 @@ class RoutingStats:
 
     def reduce(self) -> None:
         """Sum the counts over every DDP rank, so that every rank logs the same expert loads."""
-        from ..nn.routing import distributed
-
         if not distributed():
             return
         for name in sorted(self.images):  # the same order on every rank

@@ -1,57 +1,87 @@
-"""Trainers: Ultralytics' task trainers with our models, the ``moe`` gain and routing statistics."""
+"""Trainers: Ultralytics' task trainers with our task models, the ``moe`` gain and routing statistics."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import torch
 from ultralytics.models.yolo.classify import ClassificationTrainer
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.models.yolo.obb import OBBTrainer
 from ultralytics.models.yolo.pose import PoseTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
-from ultralytics.utils import DEFAULT_CFG
+from ultralytics.utils import DEFAULT_CFG, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
-from ..models import promote
+from ..integration.runtime import hidden_keys
+from ..models import TASK_MODELS
 from ..zoo import load_model_yaml
 from . import resume_state
-from .atomic import AtomicPath
-from .balancing import update_selection_biases
-from .hyp import apply_extra_hyp, pop_extra_hyp, without_extra_hyp
+from .atomic import replace_atomically
+from .hyp import EXTRA_HYP, apply_extra_hyp, pop_extra_hyp
+from .router_updates import step_routers
 from .routing_stats import RoutingStats
+
+STAGING = ".saving"  # hidden: Ultralytics' `resume=True` search (a glob for last*.pt) skips it
 
 
 class MoETrainerMixin:
     """What every YOLO-Master trainer adds to its Ultralytics parent.
 
     - ``moe`` (and future extra hyperparameters) accepted, validated, kept off the validator;
-    - the model Ultralytics builds for the task promoted to our subclass (adds the MoE loss);
+    - our task model built for the task (its loss adds the MoE term);
     - per-layer routing statistics: ``routing.csv``, ``routing.png`` and a collapse warning;
-    - checkpoints written atomically (see ``atomic.py``);
-    - exact resume: per-epoch reseeding and a full-precision ``resume_state.pt`` (see ``resume_state.py``).
+    - checkpoints written atomically: staged in a hidden folder, then renamed into ``weights/``;
+    - exact resume: per-epoch reseeding and a full-precision ``resume_state.pt`` (see ``resume_state.py``);
+    - every router's per-step update (loss-free balancing) after each optimizer step.
     """
+
+    task_name = "detect"
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks=None) -> None:
         overrides = dict(overrides or {})
         given = pop_extra_hyp(overrides)
         super().__init__(cfg, overrides, _callbacks)
         apply_extra_hyp(self.args, given)
-        self.wdir, self.last, self.best = AtomicPath(self.wdir), AtomicPath(self.last), AtomicPath(self.best)
         self.routing_stats = RoutingStats()
         self.routing_stats.attach(self)
         self.add_callback("on_train_epoch_start", resume_state.reseed_epoch)
 
+    def task_model_kwargs(self) -> dict:
+        """Task-specific constructor arguments (pose: the keypoint shape)."""
+        return {}
+
     def get_model(self, cfg=None, weights=None, verbose: bool = True):
+        """Our task model, built as the parent builds its stock one, ``weights`` loaded into it."""
         if isinstance(cfg, (str, Path)):  # a zoo name reaches here in DDP workers and resumed runs
             cfg = load_model_yaml(cfg)
-        return promote(super().get_model(cfg=cfg, weights=weights, verbose=verbose))
+        kwargs = {"nc": self.data["nc"], "ch": self.data["channels"], **self.task_model_kwargs()}
+        model = TASK_MODELS[self.task_name](cfg, verbose=verbose and RANK == -1, **kwargs)
+        if hasattr(self, "set_model_names_for_load"):  # detection family: class names before loading weights
+            model = self.set_model_names_for_load(model)
+        if weights:
+            model.load(weights)
+        return model
 
     def get_validator(self):
-        with without_extra_hyp(self.args):
+        with hidden_keys(self.args, EXTRA_HYP):
             return super().get_validator()
 
     def save_model(self):
-        saved = super().save_model()
+        """Ultralytics' checkpoints, written into a hidden staging folder, then each renamed into place."""
+        wdir, last, best = self.wdir, self.last, self.best
+        staging = wdir / STAGING
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed mid-save
+        staging.mkdir(parents=True)
+        self.wdir, self.last, self.best = staging, staging / last.name, staging / best.name
+        try:
+            saved = super().save_model()
+            for file in sorted(staging.iterdir()):
+                replace_atomically(file, wdir / file.name)
+        finally:
+            self.wdir, self.last, self.best = wdir, last, best
+            shutil.rmtree(staging, ignore_errors=True)
         resume_state.save(self)
         return saved
 
@@ -65,9 +95,9 @@ class MoETrainerMixin:
             resume_state.restore(self, state)
 
     def optimizer_step(self):
-        """Ultralytics' step, then the loss-free balancing bias update (once per optimizer step)."""
+        """Ultralytics' step, then every router's update (loss-free balancing) and its EMA copy."""
         super().optimizer_step()
-        update_selection_biases(unwrap_model(self.model), self.ema.ema if self.ema else None, self.epoch / self.epochs)
+        step_routers(unwrap_model(self.model), self.ema.ema if self.ema else None, self.epoch / self.epochs)
 
 
 class YOLOMasterDetectionTrainer(MoETrainerMixin, DetectionTrainer):
@@ -77,14 +107,37 @@ class YOLOMasterDetectionTrainer(MoETrainerMixin, DetectionTrainer):
 class YOLOMasterSegmentationTrainer(MoETrainerMixin, SegmentationTrainer):
     """Instance segmentation: box / seg / cls / dfl / moe losses."""
 
+    task_name = "segment"
+
 
 class YOLOMasterPoseTrainer(MoETrainerMixin, PoseTrainer):
     """Pose: box / pose / kobj / cls / dfl / moe losses."""
+
+    task_name = "pose"
+
+    def task_model_kwargs(self) -> dict:
+        return {"data_kpt_shape": self.data["kpt_shape"]}
 
 
 class YOLOMasterOBBTrainer(MoETrainerMixin, OBBTrainer):
     """Oriented boxes: box / cls / dfl / angle / moe losses."""
 
+    task_name = "obb"
+
 
 class YOLOMasterClassificationTrainer(MoETrainerMixin, ClassificationTrainer):
     """Classification: cross-entropy + moe."""
+
+    task_name = "classify"
+
+    def get_model(self, cfg=None, weights=None, verbose: bool = True):
+        """Our classifier, prepared for training the way Ultralytics' classification trainer prepares its own."""
+        model = super().get_model(cfg, weights, verbose)
+        for m in model.modules():
+            if self.args.pretrained is False and not self.resume and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+            if isinstance(m, torch.nn.Dropout) and self.args.dropout:
+                m.p = self.args.dropout
+        for p in model.parameters():
+            p.requires_grad = True
+        return model

@@ -12,8 +12,7 @@ from importlib.util import find_spec
 import torch
 from torch import nn
 
-from ..nn import ESMoE
-from ..nn.dispatch import GRAPH_STRATEGIES, STRATEGIES
+from ..nn import EXPORT_STRATEGIES, moe_layers
 
 # The strategy each format traces by default (README "Export" has the measurements):
 # ONNX Runtime runs `slice` fastest; TensorRT gets `gather`, which needs no data-dependent shapes.
@@ -35,8 +34,8 @@ def export_strategy(fmt: str, strategy: str | None, dynamic: bool, has_moe: bool
             "(its converter cannot keep the routing)"
         )
     strategy = strategy or FORMAT_STRATEGY[fmt]
-    if strategy not in STRATEGIES or strategy in {"select", "grouped"}:
-        raise ValueError(f"unknown export strategy '{strategy}': choose one of {', '.join(GRAPH_STRATEGIES)}, dense")
+    if strategy not in EXPORT_STRATEGIES:
+        raise ValueError(f"unknown export strategy '{strategy}': choose one of {', '.join(EXPORT_STRATEGIES)}")
     if dynamic and strategy != "dense":
         raise ValueError(
             f"dynamic=True cannot trace the sparse '{strategy}' ES-MoE graph (it unrolls a static batch): "
@@ -55,8 +54,8 @@ def export_strategy(fmt: str, strategy: str | None, dynamic: bool, has_moe: bool
 
 @contextmanager
 def traced_strategy(model: nn.Module, strategy: str | None):
-    """Set ``strategy`` on every ES-MoE block of ``model`` for the duration of the block."""
-    blocks = [m for m in model.modules() if isinstance(m, ESMoE)]
+    """Set ``strategy`` on every routed block of ``model`` that has strategies, for the duration of the block."""
+    blocks = [m for m in moe_layers(model) if strategy in m.strategies]
     saved = [b.strategy for b in blocks]
     try:
         if strategy:

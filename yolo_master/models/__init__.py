@@ -7,7 +7,6 @@ from .tasks import (
     YOLOMasterOBBModel,
     YOLOMasterPoseModel,
     YOLOMasterSegmentationModel,
-    promote,
 )
 
 __all__ = (
@@ -17,5 +16,4 @@ __all__ = (
     "YOLOMasterOBBModel",
     "YOLOMasterPoseModel",
     "YOLOMasterSegmentationModel",
-    "promote",
 )

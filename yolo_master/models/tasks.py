@@ -1,8 +1,7 @@
 """Task models of YOLO-Master: Ultralytics' task models whose loss adds the MoE balancing term.
 
-Each class only adds behaviour (zoo names as ``cfg`` and the wrapped criterion), never state, so a
-stock task model built by Ultralytics' own trainer code can be promoted to ours with
-:func:`promote` and keep every per-task detail of how Ultralytics builds it.
+Each class only adds behaviour (zoo names as ``cfg``, the MoE term in ``loss``), never state, and the
+trainers build these classes directly (``engine/trainer.py``).
 """
 
 from __future__ import annotations
@@ -11,19 +10,26 @@ from torch import nn
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel, OBBModel, PoseModel, SegmentationModel
 
 from ..zoo import load_model_yaml
-from .moe_loss import MoECriterion
+from .legacy import MoECriterion
+from .moe_loss import add_moe_loss
 
 
 class MoEModelMixin:
-    """Accepts zoo names and wraps whatever criterion the task model builds with :class:`MoECriterion`."""
+    """Accepts zoo names; ``loss`` is the task's loss plus the weighted MoE auxiliary loss."""
 
     moe_loss_per_image = True  # Ultralytics' detection-family losses are sums x batch size; ours follows
 
     def __init__(self, cfg="yolo-master-n.yaml", *args, **kwargs) -> None:
         super().__init__(cfg if isinstance(cfg, dict) else load_model_yaml(cfg), *args, **kwargs)
 
-    def init_criterion(self):
-        return MoECriterion(super().init_criterion(), self, per_image=self.moe_loss_per_image)
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if isinstance(self.__dict__.get("criterion"), MoECriterion):  # an old checkpoint's wrapper
+            self.criterion = None
+
+    def loss(self, batch, preds=None):
+        loss, items = super().loss(batch, preds)
+        return add_moe_loss(self, loss, items, per_image=self.moe_loss_per_image)
 
 
 class YOLOMasterDetectionModel(MoEModelMixin, DetectionModel):
@@ -55,15 +61,3 @@ TASK_MODELS: dict[str, type[nn.Module]] = {
     "obb": YOLOMasterOBBModel,
     "classify": YOLOMasterClassificationModel,
 }
-
-
-_OURS_FOR_STOCK = {cls.__bases__[1]: cls for cls in TASK_MODELS.values()}  # DetectionModel -> ours, ...
-
-
-def promote(model: nn.Module) -> nn.Module:
-    """Turn a stock Ultralytics task model into our subclass of it, in place (behaviour only, no new state)."""
-    cls = _OURS_FOR_STOCK.get(type(model))
-    if cls is not None:
-        model.__class__ = cls
-        model.criterion = None  # rebuilt, wrapped, on the next loss call
-    return model

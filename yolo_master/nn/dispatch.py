@@ -38,9 +38,12 @@ import torch
 import torch.nn.functional as F
 
 from .fusion import fold
+from .routers.base import is_tracing
 
 Strategy = Callable[..., torch.Tensor]
-GRAPH_STRATEGIES = ("slice", "gather", "branch")
+EAGER_STRATEGIES = ("select", "grouped", "dense")  # training and eager inference
+GRAPH_STRATEGIES = ("slice", "gather", "branch")  # eval only, BatchNorms folded: what export traces
+EXPORT_STRATEGIES = (*GRAPH_STRATEGIES, "dense")  # what `export strategy=` accepts (dense: every expert)
 TRACE_DEFAULT = "slice"
 
 
@@ -183,12 +186,7 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
-def is_tracing() -> bool:
-    """True while a graph is being traced (TorchScript or ONNX export)."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-
-
-def resolve(name: str, training: bool, batch: int, all_experts: bool = False) -> Strategy:
+def pick_strategy(name: str, training: bool, batch: int, all_experts: bool = False) -> Strategy:
     """The strategy function for ``name`` (``auto`` picks per mode, batch size and tracing)."""
     if name == "auto":
         if training:

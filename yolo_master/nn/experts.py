@@ -37,10 +37,12 @@ class ExpertBank(nn.Module):
 
     Shape:
         ``expert(e, x)``: ``(N, c1, H, W) -> (N, c2, H, W)``.
+
+    The bank has no ``forward``: which experts run, on which images, is the execution strategy's
+    business (``dispatch.py``), and what that costs is ``cost.py``'s.
     """
 
-    num_shared = 0  # class defaults: banks pickled before the shared expert existed load too
-    expected_routed: float | None = None  # routed experts per image on average (set by the block; FLOPs count)
+    num_shared = 0  # class default: banks pickled before the shared expert existed load too
 
     def __init__(
         self,
@@ -113,10 +115,6 @@ class ExpertBank(nn.Module):
         h = F.conv2d(x, self.depthwise(e), padding=k // 2, groups=self.c1)
         h = F.silu(self._batch_norm(h, e))
         return F.conv2d(h, self.pw_weight[e, :, :, None, None])
-
-    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor, strategy, norm) -> torch.Tensor:
-        """``norm(weighted sum of the chosen experts)``, executed by ``strategy`` (see ``dispatch.py``)."""
-        return strategy(self, norm, x, indices, weights)
 
     def extra_repr(self) -> str:
         return f"{self.c1}, {self.c2}, kernel_sizes={self.kernel_sizes}"

@@ -3,8 +3,8 @@
 HI-MoE routes the object queries of a DETR decoder in two levels. Our block routes a feature map, so
 each piece is mapped onto the convolutional setting:
 
-- *scene router* (sec. 3.3.1, ``g = softmax(W_g x_global / tau_s)``): ``x_global`` is GAP(x) per image and
-  ``W_g`` is ES-MoE's gate shape (GAP -> 1x1 conv -> SiLU -> 1x1 conv), giving ``N_s`` logits.
+- *scene router* (sec. 3.3.1, ``g = softmax(W_g x_global / tau_s)``): :class:`~.routers.SceneRouter`,
+  ES-MoE's gate shape (GAP -> 1x1 conv -> SiLU -> 1x1 conv) giving ``N_s`` logits; the block's ``router``.
 - *scene routes* (top-``K_s`` of ``g``): the paper leaves open what a route selects; here the ``N_e``
   experts are split into ``N_s`` equal, contiguous *groups* and a route is a group, so each image keeps
   ``K_s`` groups, a pool of ``M = K_s * N_e / N_s`` experts.
@@ -28,16 +28,15 @@ with the defaults; ES-MoE's layers run K = 2).
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import torch
 from torch import nn
 
-from .dispatch import is_tracing
+from .block import RoutedBlock, check_int, check_shape_args
 from .experts import ExpertBank
-from .moe import Transient, _check_int, check_moe_args
-from .routing import EPS, Routing
-from .routing import top_k as largest
+from .moe import check_moe_args
+from .routers.base import EPS, Routing, is_tracing, top_k
+from .routers.scene import SceneRouter
 
 
 def group_kernel_sizes(num_experts: int, groups: int) -> tuple[int, ...]:
@@ -50,14 +49,6 @@ def group_kernel_sizes(num_experts: int, groups: int) -> tuple[int, ...]:
     return tuple(3 + 2 * (i % per) for i in range(num_experts))
 
 
-def _as_himoe(check, *args):
-    """Run one of ES-MoE's argument checks with its message naming this block instead."""
-    try:
-        return check(*args)
-    except ValueError as e:
-        raise ValueError(str(e).replace("ESMoE", "HiMoE")) from None
-
-
 def _check_number(name: str, value, zero_ok: bool) -> float:
     bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
     if bad or value < 0 or (value == 0 and not zero_ok):
@@ -68,17 +59,17 @@ def _check_number(name: str, value, zero_ok: bool) -> float:
 
 def check_himoe_args(num_experts, top_k, groups, group_k, kernel_sizes) -> tuple[int, int, int, int, tuple[int, ...]]:
     """Validate ``N_e, K, N_s, K_s`` and kernels; raise one readable ``ValueError`` naming the fix."""
-    num_experts = _as_himoe(_check_int, "num_experts (N_e)", num_experts, 1)
-    groups = _as_himoe(_check_int, "groups (N_s)", groups, 1)
+    num_experts = check_int("HiMoE", "num_experts (N_e)", num_experts, 1)
+    groups = check_int("HiMoE", "groups (N_s)", groups, 1)
     if num_experts % groups:
         raise ValueError(
             f"HiMoE num_experts={num_experts} cannot be split into groups={groups} equal groups: "
             "choose N_e divisible by N_s"
         )
-    group_k = _as_himoe(_check_int, "group_k (K_s)", group_k, 1)
+    group_k = check_int("HiMoE", "group_k (K_s)", group_k, 1)
     if group_k > groups:
         raise ValueError(f"HiMoE group_k={group_k} exceeds groups={groups}: choose 1 <= K_s <= N_s")
-    top_k = _as_himoe(_check_int, "top_k (K)", top_k, 1)
+    top_k = check_int("HiMoE", "top_k (K)", top_k, 1)
     pool = group_k * num_experts // groups
     if top_k > pool:
         raise ValueError(
@@ -87,7 +78,7 @@ def check_himoe_args(num_experts, top_k, groups, group_k, kernel_sizes) -> tuple
         )
     if kernel_sizes is None:
         kernel_sizes = group_kernel_sizes(num_experts, groups)
-    _, _, kernel_sizes = _as_himoe(check_moe_args, num_experts, top_k, kernel_sizes)
+    _, _, kernel_sizes = check_moe_args(num_experts, top_k, kernel_sizes, owner="HiMoE")
     return num_experts, top_k, groups, group_k, kernel_sizes
 
 
@@ -124,19 +115,19 @@ def diversity_loss(responses: torch.Tensor) -> torch.Tensor:
     return -(h_mix - h_each).mean()
 
 
-def run_grouped(bank, norm, x, indices, weights, responses: list | None = None) -> torch.Tensor:
+def run_pool(bank, norm, x, pool, weights, responses: list | None = None) -> torch.Tensor:
     """Eager execution: each expert of some image's pool runs once, on the images whose pool holds it.
 
     Args:
-        indices: ``(B, M)`` the experts computed for each image (its chosen groups).
+        pool: ``(B, M)`` the experts computed for each image (its chosen groups).
         weights: ``(B, N_e, H, W)`` per-location weights (zero outside each location's top K).
         responses: when a list, the ``(B, M, C2)`` spatially pooled expert outputs are appended to it.
     """
     b, _, h, w = x.shape
     out = x.new_zeros(b, bank.c2, h, w)
-    pooled = x.new_zeros(b, indices.shape[1], bank.c2)
-    for e in torch.unique(indices).tolist():
-        rows, slots = (indices == e).nonzero(as_tuple=True)
+    pooled = x.new_zeros(b, pool.shape[1], bank.c2)
+    for e in torch.unique(pool).tolist():
+        rows, slots = (pool == e).nonzero(as_tuple=True)
         y = bank.expert(e, x[rows])
         out = out.index_add(0, rows, (y * weights[rows, e].unsqueeze(1)).to(out.dtype))
         if responses is not None:
@@ -146,7 +137,7 @@ def run_grouped(bank, norm, x, indices, weights, responses: list | None = None) 
     return norm(out)
 
 
-def run_graph(bank, norm, x, indices, weights) -> torch.Tensor:
+def run_pool_graph(bank, norm, x, pool, weights) -> torch.Tensor:
     """Export form (eval): no If, Loop or NonZero; the static batch is unrolled image by image.
 
     Like ES-MoE's ``slice`` strategy, expert e runs on ``x_i.index_select(0, arange(chosen_e))``, a batch
@@ -157,7 +148,7 @@ def run_graph(bank, norm, x, indices, weights) -> torch.Tensor:
     outs = []
     for i in range(x.shape[0]):
         chosen = torch.zeros(bank.num_experts, dtype=torch.int64, device=x.device)
-        chosen = chosen.scatter(0, indices[i], torch.ones_like(indices[i]))
+        chosen = chosen.scatter(0, pool[i], torch.ones_like(pool[i]))
         parts = []
         for e in range(bank.num_experts):
             take = torch.arange(chosen[e], device=x.device)
@@ -167,7 +158,7 @@ def run_graph(bank, norm, x, indices, weights) -> torch.Tensor:
     return torch.cat(outs)
 
 
-class HiMoE(nn.Module):
+class HiMoE(RoutedBlock):
     """Hierarchical MoE block, YAML row ``[from, n, HiMoE, [c2, N_e, K, N_s, K_s]]``.
 
     Args:
@@ -181,14 +172,19 @@ class HiMoE(nn.Module):
         tau_s, tau_i: scene and instance softmax temperatures (default 1.0).
         reduction: scene-router channel reduction (``hidden = max(c1 / reduction, 8)``, as ES-MoE's gate).
         shortcut: add the input back when ``c1 == c2``.
-        balance, diversity: ``lambda_1``, ``lambda_2`` (paper: 0.01, 0.001). The block hands over
-            ``lambda_1 L_balance + lambda_2 L_diversity``; the trainer multiplies every layer's loss by the
-            ``moe`` gain (default 0.5) and the batch size, as it does for ES-MoE's loss, so relative to
+        balance_weight, diversity_weight: ``lambda_1``, ``lambda_2`` (paper: 0.01, 0.001). The block hands
+            over ``lambda_1 L_balance + lambda_2 L_diversity``; the trainer multiplies every layer's loss by
+            the ``moe`` gain (default 0.5) and the batch size, as it does for ES-MoE's loss, so relative to
             Ultralytics' (per-image summed) task loss the weights are ``moe x lambda``; ``moe=1`` keeps the
             paper's lambdas. 0 turns a term off.
 
     Shape:
         ``(B, c1, H, W) -> (B, c2, H, W)``; groups chosen per image, experts weighted per location.
+
+    ``last_routing`` is in ES-MoE's form, for statistics and ``routes``: ``dense`` ``(B, N_e)`` is, per
+    image, the mean over locations of the per-location weights (zeros outside the chosen groups; rows
+    sum to 1); ``indices`` ``(B, M)`` the experts of the chosen groups, best group first; ``weights``
+    their ``dense`` entries; ``logits`` the ``(B, N_s)`` scene logits; ``aux_loss`` balance + diversity.
     """
 
     def __init__(
@@ -204,101 +200,88 @@ class HiMoE(nn.Module):
         tau_i: float = 1.0,
         reduction: int = 8,
         shortcut: bool = True,
-        balance: float = 0.01,
-        diversity: float = 0.001,
+        balance_weight: float = 0.01,
+        diversity_weight: float = 0.001,
     ) -> None:
         super().__init__()
-        c2 = c1 if c2 is None else c2
-        _as_himoe(_check_int, "c1", c1, 1)
-        _as_himoe(_check_int, "c2", c2, 1)
-        reduction = _as_himoe(_check_int, "reduction", reduction, 1)
+        c1, c2, reduction = check_shape_args("HiMoE", c1, c2, reduction)
         num_experts, top_k, groups, group_k, kernel_sizes = check_himoe_args(
             num_experts, top_k, groups, group_k, kernel_sizes
         )
-        self.tau_s = _check_number("tau_s", tau_s, zero_ok=False)
         self.tau_i = _check_number("tau_i", tau_i, zero_ok=False)
-        self.balance = _check_number("balance", balance, zero_ok=True)
-        self.diversity = _check_number("diversity", diversity, zero_ok=True)
-        self.c1, self.c2 = c1, c2
-        self.num_experts, self.top_k, self.groups, self.group_k = num_experts, top_k, groups, group_k
+        self.balance_weight = _check_number("balance_weight", balance_weight, zero_ok=True)
+        self.diversity_weight = _check_number("diversity_weight", diversity_weight, zero_ok=True)
+        self.c1, self.c2, self.instance_k = c1, c2, top_k
         self.per_group = num_experts // groups
-        hidden = max(c1 // reduction, 8)
-        self.scene = nn.Sequential(  # W_g: TopKRouter's gate shape, N_s logits
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(c1, hidden, 1), nn.SiLU(), nn.Conv2d(hidden, groups, 1)
-        )
+        self.router = SceneRouter(c1, groups, group_k, reduction, tau=_check_number("tau_s", tau_s, zero_ok=False))
         self.instance = nn.Conv2d(c1 + groups, num_experts, 1)  # W_i on [x; g]
         self.experts = ExpertBank(c1, c2, kernel_sizes)
-        self.experts.expected_routed = float(group_k * self.per_group)  # experts run per image (FLOPs count)
         self.norm = nn.BatchNorm2d(c2)
         self.add = shortcut and c1 == c2
-        self._state = Transient()
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "router" not in self._modules:  # pickled before HiMoE was a RoutedBlock
+            from .legacy import upgrade_himoe
+
+            upgrade_himoe(self)
 
     @property
-    def last_routing(self) -> Routing | None:
-        """The latest forward's routing (detached), in ES-MoE's form for statistics and ``routes``.
+    def num_experts(self) -> int:
+        """``N_e`` (the router chooses among the ``N_s`` groups)."""
+        return self.experts.num_experts
 
-        ``dense`` ``(B, N_e)``: per image, the mean over locations of the per-location weights (zeros
-        outside the chosen groups; each row sums to 1); ``indices`` ``(B, M)``: the experts of the chosen
-        groups, highest-scoring group first; ``weights``: their ``dense`` entries; ``logits``: the
-        ``(B, N_s)`` scene logits; ``aux_loss``: the weighted balance + diversity loss.
-        """
-        return self._state.routing
+    @property
+    def top_k(self) -> int:
+        """``K``, experts weighted at each location."""
+        return self.instance_k
 
-    def take_aux_loss(self) -> torch.Tensor | None:
-        """Hand the pending auxiliary loss to the task loss, once; ``None`` if none is pending."""
-        loss, self._state.aux_loss = self._state.aux_loss, None
-        return loss
+    @property
+    def groups(self) -> int:
+        return self.router.num_experts
 
-    def active_params(self) -> int:
-        """Parameters used per image: everything but the experts of the ``N_s - K_s`` unchosen groups."""
-        experts = sum(map(self.experts.expert_params, range(self.num_experts)))
-        unused = experts * (self.groups - self.group_k) / self.groups
-        return sum(p.numel() for p in self.parameters()) - round(unused)
+    @property
+    def group_k(self) -> int:
+        return self.router.top_k
 
-    def _check_finite(self, *logits: torch.Tensor) -> None:
-        # As ES-MoE: only in a real training step; profilers feed uninitialised memory without grad.
-        if self.training and torch.is_grad_enabled() and not all(torch.isfinite(t).all() for t in logits):
-            where = f"layer {self.i} " if hasattr(self, "i") else ""
-            raise FloatingPointError(
-                f"HiMoE {where}got non-finite router logits (NaN/Inf): the run diverged; lower the learning rate "
-                "or resume from an earlier checkpoint"
-            )
+    @property
+    def tau_s(self) -> float:
+        return self.router.tau
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        scene_logits = self.scene(x).flatten(1)  # (B, N_s)
-        g = (scene_logits / self.tau_s).softmax(-1)
+        scene = self.router(x)  # (B, K_s) groups, g = (B, N_s) scene distribution
+        g = scene.dense
         inst_logits = self.instance(torch.cat([x, g[:, :, None, None].expand(b, -1, h, w).to(x.dtype)], 1))
-        self._check_finite(scene_logits, inst_logits)
-        _, chosen = largest(scene_logits, self.group_k)  # (B, K_s), best group first
+        self.check_finite(scene.logits, inst_logits)
         offsets = torch.arange(self.per_group, device=x.device)
-        pool = (chosen.unsqueeze(-1) * self.per_group + offsets).flatten(1)  # (B, M) experts of those groups
+        pool = (scene.indices.unsqueeze(-1) * self.per_group + offsets).flatten(1)  # (B, M) experts of those groups
         in_pool = torch.zeros(b, self.num_experts, device=x.device).scatter(1, pool, 1.0) > 0
         scaled = (inst_logits / self.tau_i).permute(0, 2, 3, 1)  # (B, H, W, N_e)
-        top, idx = largest(scaled.masked_fill(~in_pool[:, None, None], float("-inf")), self.top_k)
+        top, idx = top_k(scaled.masked_fill(~in_pool[:, None, None], float("-inf")), self.top_k)
         weights = torch.zeros_like(scaled).scatter(-1, idx, top.softmax(-1)).permute(0, 3, 1, 2)  # (B, N_e, H, W)
 
         graph = not self.training and is_tracing()
-        responses = [] if self.diversity > 0 and not graph else None
-        run = run_graph if graph else partial(run_grouped, responses=responses)
-        y = self.experts(x, pool, weights, run, self.norm)  # through the bank, so its FLOPs counter sees M experts
-
+        responses = [] if self.diversity_weight > 0 and not graph else None
+        if graph:
+            y = run_pool_graph(self.experts, self.norm, x, pool, weights)
+        else:
+            y = run_pool(self.experts, self.norm, x, pool, weights, responses)
         aux = x.new_zeros((), dtype=torch.float32) if graph else self._aux_loss(g, scaled, idx, responses)
         dense = weights.mean((2, 3))
-        self._state.routing = Routing(pool, dense.gather(1, pool), dense, aux, scene_logits).detached()
-        self._state.aux_loss = aux
+        self.record(Routing(pool, dense.gather(1, pool), dense, aux, scene.logits), aux)
         return x + y if self.add else y
 
     def _aux_loss(self, g: torch.Tensor, scaled: torch.Tensor, idx: torch.Tensor, responses) -> torch.Tensor:
         """``lambda_1 L_balance + lambda_2 L_diversity``; ``scaled``: ``(B, H, W, N_e)`` instance logits / tau_i."""
         loss = g.new_zeros((), dtype=torch.float32)
-        if self.balance > 0:
+        if self.balance_weight > 0:
             assigned = torch.zeros_like(scaled, dtype=torch.float32).scatter(-1, idx, 1.0).permute(0, 3, 1, 2)
             within = scaled.float().unflatten(-1, (self.groups, self.per_group)).softmax(-1)  # instance, per group
             probs = (within * g.float()[:, None, None, :, None]).flatten(-2).permute(0, 3, 1, 2)
-            loss = loss + self.balance * balance_loss(assigned, probs)
+            loss = loss + self.balance_weight * balance_loss(assigned, probs)
         if responses:
-            loss = loss + self.diversity * diversity_loss(responses[0])
+            loss = loss + self.diversity_weight * diversity_loss(responses[0])
         return loss
 
     def extra_repr(self) -> str:

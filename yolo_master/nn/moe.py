@@ -4,7 +4,7 @@
 preserves channels (``shortcut=True``; set it False for the paper's exact form). The shortcut is our
 choice: a freshly initialised router otherwise perturbs every feature the later stages read.
 
-Routing options from other papers (issue 7; the model YAML's ``moe:`` section, ``register.py``):
+The router comes from the ``moe:`` options (``options.py``, ``routers/``), fixed at construction:
 
 - shared expert (GigaMoE): ``Y = Norm(Shared(X) + sum_k w_k E_k(X))``, a 3x3 expert that always runs.
   GigaMoE keeps the peak cost of the dense FFN by giving each of its ``k_max + 1`` experts
@@ -13,8 +13,7 @@ Routing options from other papers (issue 7; the model YAML's ``moe:`` section, `
   the shared expert takes one of the K slots (``K - 1`` routed), and the block's peak cost stays that
   of the plain top-K block. It is held as the last expert of the bank, chosen with weight 1 for every
   image, so every execution and export strategy runs it unchanged.
-- variable K, capacity, bias balancing: the router's (``routing.py``).
-- soft mixture (the rho paper's per-sample Soft MoE): K = E, softmax over experts per image.
+- variable K, capacity, bias balancing, soft mixture: the router's (``routers/``).
 """
 
 from __future__ import annotations
@@ -22,76 +21,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .dispatch import STRATEGIES, resolve
+from .block import RoutedBlock, Transient, check_int, check_shape_args  # noqa: F401  (Transient: old checkpoints name it here)
+from .dispatch import EAGER_STRATEGIES, EXPORT_STRATEGIES, pick_strategy
 from .experts import ExpertBank, default_kernel_sizes
-from .routing import Routing, TopKRouter
+from .options import SHARED_KERNEL, MoEOptions
+from .routers import create_router
 
 
-class Transient:
-    """Per-forward state (last routing, pending auxiliary loss) that is never copied or saved.
-
-    Ultralytics deep-copies the model for its EMA and pickles it into checkpoints; a tensor with
-    autograd history cannot be deep-copied and has no business in a checkpoint. Copies and
-    unpickled models start with an empty slot instead.
-    """
-
-    __slots__ = ("routing", "aux_loss")
-
-    def __init__(self) -> None:
-        self.routing: Routing | None = None
-        self.aux_loss: torch.Tensor | None = None
-
-    def __reduce__(self):
-        return Transient, ()
-
-
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"ESMoE {name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"ESMoE {name} must be >= {low}, got {value}")
-    return value
-
-
-SHARED_KERNEL = 3  # the shared expert's depthwise kernel: the common local pattern, the cheapest
-
-
-def check_moe_args(num_experts, top_k, kernel_sizes) -> tuple[int, int, tuple[int, ...]]:
+def check_moe_args(num_experts, top_k, kernel_sizes, owner: str = "ESMoE") -> tuple[int, int, tuple[int, ...]]:
     """Validate E, K and kernels; raise one readable ``ValueError`` naming the fix."""
-    num_experts = _check_int("num_experts (E)", num_experts, 1)
-    top_k = _check_int("top_k (K)", top_k, 1)
+    num_experts = check_int(owner, "num_experts (E)", num_experts, 1)
+    top_k = check_int(owner, "top_k (K)", top_k, 1)
     if top_k > num_experts:
-        raise ValueError(f"ESMoE top_k={top_k} exceeds num_experts={num_experts}: choose 1 <= K <= E")
+        raise ValueError(f"{owner} top_k={top_k} exceeds num_experts={num_experts}: choose 1 <= K <= E")
     kernel_sizes = default_kernel_sizes(num_experts) if kernel_sizes is None else tuple(kernel_sizes)
     if len(kernel_sizes) != num_experts:
-        raise ValueError(f"ESMoE needs one kernel size per expert: got {len(kernel_sizes)} for E={num_experts}")
+        raise ValueError(f"{owner} needs one kernel size per expert: got {len(kernel_sizes)} for E={num_experts}")
     for k in kernel_sizes:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
-            raise ValueError(f"ESMoE kernel sizes must be odd positive integers, got {k!r} in {kernel_sizes}")
+            raise ValueError(f"{owner} kernel sizes must be odd positive integers, got {k!r} in {kernel_sizes}")
     return num_experts, top_k, kernel_sizes
-
-
-class RoutedBlock(nn.Module):
-    """What every per-image routed block (``self.router``, ``self._state``) shows the rest of the package:
-    E and K, the latest routing (routing statistics, ``routes``) and the pending auxiliary loss (task loss)."""
-
-    @property
-    def num_experts(self) -> int:
-        return self.router.num_experts
-
-    @property
-    def top_k(self) -> int:
-        return self.router.top_k
-
-    @property
-    def last_routing(self) -> Routing | None:
-        """The latest forward's routing decision (detached), for statistics and inspection."""
-        return self._state.routing
-
-    def take_aux_loss(self) -> torch.Tensor | None:
-        """Hand the pending load-balancing loss to the task loss, once; ``None`` if none is pending."""
-        loss, self._state.aux_loss = self._state.aux_loss, None
-        return loss
 
 
 class ESMoE(RoutedBlock):
@@ -107,10 +56,13 @@ class ESMoE(RoutedBlock):
         shortcut: add the input back when ``c1 == c2``.
         strategy: execution strategy: ``auto`` (default), ``select``, ``grouped``, ``dense`` (eager) or
             ``slice``, ``gather``, ``branch`` (graph form for export); see ``dispatch.py``.
+        options: the model YAML's ``moe:`` section (router, shared expert, ...); default the paper's.
 
     Shape:
         ``(B, c1, H, W) -> (B, c2, H, W)``; one routing decision per image.
     """
+
+    strategies = ("auto", *EAGER_STRATEGIES, *(s for s in EXPORT_STRATEGIES if s not in EAGER_STRATEGIES))
 
     def __init__(
         self,
@@ -122,19 +74,38 @@ class ESMoE(RoutedBlock):
         reduction: int = 8,
         shortcut: bool = True,
         strategy: str = "auto",
+        options: MoEOptions | None = None,
     ) -> None:
         super().__init__()
-        c2 = c1 if c2 is None else c2
-        _check_int("c1", c1, 1)
-        _check_int("c2", c2, 1)
+        c1, c2, reduction = check_shape_args("ESMoE", c1, c2, reduction)
         num_experts, top_k, kernel_sizes = check_moe_args(num_experts, top_k, kernel_sizes)
-        self.c1, self.c2 = c1, c2
-        self.router = TopKRouter(c1, num_experts, top_k, reduction)
-        self.experts = ExpertBank(c1, c2, kernel_sizes)
+        options = options or MoEOptions()
+        routed_k = top_k
+        if options.shared and options.router_kind == "topk":
+            if top_k < 2:
+                raise ValueError(
+                    f"ESMoE has K={top_k}: 'shared: true' takes one of the K slots, so K must be >= 2 (or give k_dist)"
+                )
+            routed_k = top_k - 1
+        self.c1, self.c2, self.options = c1, c2, options
+        try:
+            self.router = create_router(
+                options.router_kind, c1, num_experts, routed_k, reduction, **options.router_kwargs()
+            )
+        except ValueError as e:
+            raise ValueError(f"ESMoE {e}") from None
+        shared = (SHARED_KERNEL,) if options.shared else ()
+        self.experts = ExpertBank(c1, c2, (*kernel_sizes, *shared), num_shared=len(shared))
         self.norm = nn.BatchNorm2d(c2)
         self.add = shortcut and c1 == c2
         self.strategy = strategy
-        self._state = Transient()
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "options" not in self.__dict__:  # pickled before options existed: configured after construction
+            from .legacy import upgrade_esmoe
+
+            upgrade_esmoe(self)
 
     @property
     def strategy(self) -> str:
@@ -142,8 +113,8 @@ class ESMoE(RoutedBlock):
 
     @strategy.setter
     def strategy(self, name: str) -> None:
-        if name != "auto" and name not in STRATEGIES:
-            raise ValueError(f"unknown ESMoE strategy {name!r}; choose one of auto, {', '.join(STRATEGIES)}")
+        if name not in self.strategies:
+            raise ValueError(f"unknown ESMoE strategy {name!r}; choose one of {', '.join(self.strategies)}")
         self._strategy = name
 
     @property
@@ -151,69 +122,22 @@ class ESMoE(RoutedBlock):
         """True when an always-on shared expert runs next to the routed ones."""
         return self.experts.num_shared > 0
 
-    def configure(
-        self,
-        shared: bool = False,
-        soft: bool = False,
-        k_dist: tuple[float, ...] | None = None,
-        capacity: float | None = None,
-    ) -> None:
-        """Apply the ``moe:`` section's routing options (before training: a shared expert is new weights).
-
-        Raises:
-            ValueError: one line, when the options do not fit this layer's E and K.
-        """
-        router, e = self.router, self.num_experts
-        where = f"layer {self.i} " if hasattr(self, "i") else ""
-        if soft:
-            router.top_k = e
-        elif shared and k_dist is None:
-            if router.top_k < 2:
-                raise ValueError(
-                    f"ESMoE {where}has K={router.top_k}: 'shared: true' takes one of the K slots, so K must be >= 2 "
-                    "(or give k_dist)"
-                )
-            router.top_k -= 1
-        try:
-            router.configure(k_dist, capacity)
-        except ValueError as err:
-            raise ValueError(f"ESMoE {where}{err}") from None
-        if shared and not self.shared:
-            bank = self.experts
-            self.experts = ExpertBank(self.c1, self.c2, (*bank.kernel_sizes, SHARED_KERNEL), num_shared=1)
-        self.experts.expected_routed = float(router.expected_k())
-
-    def active_params(self) -> int:
-        """Parameters used per image: all but the routed experts left out (mean routed expert size;
-        with variable K, the expected number of experts)."""
-        bank, e = self.experts, self.num_experts
-        unused = (e - self.router.expected_k()) * sum(map(bank.expert_params, range(e))) / e
-        return sum(p.numel() for p in self.parameters()) - round(unused)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         routing = self.router(x)
-        # Only in a real training step (grad enabled): profilers feed uninitialised memory without
-        # grad, and eval outputs of a broken model are visibly broken anyway.
-        if self.training and torch.is_grad_enabled() and not torch.isfinite(routing.logits).all():
-            where = f"layer {self.i} " if hasattr(self, "i") else ""
-            raise FloatingPointError(
-                f"ES-MoE {where}got non-finite gate logits (NaN/Inf): the run diverged; lower the learning rate "
-                "or resume from an earlier checkpoint"
-            )
-        self._state.routing = routing.detached()
-        self._state.aux_loss = routing.aux_loss
+        self.check_finite(routing.logits)
+        self.record(routing, routing.aux_loss)
         indices, weights = routing.indices, routing.weights
         if self.shared:  # the shared expert: the bank's last, weight 1 for every image
             indices = torch.cat([indices, torch.full_like(indices[:, :1], self.num_experts)], dim=1)
             weights = torch.cat([weights, torch.ones_like(weights[:, :1])], dim=1)
-        run = resolve(self._strategy, self.training, x.shape[0], all_experts=self.router.static)
-        y = self.experts(x, indices, weights, run, self.norm)
+        run = pick_strategy(self._strategy, self.training, x.shape[0], all_experts=self.router.all_experts)
+        y = run(self.experts, self.norm, x, indices, weights)
         return x + y if self.add else y
 
     def extra_repr(self) -> str:
         kernels = ",".join(map(str, self.experts.kernel_sizes))
         return (
             f"{self.c1}, {self.c2}, num_experts={self.num_experts}, top_k={self.top_k}, "
-            f"kernels={kernels}, shortcut={self.add}, strategy={self._strategy}"
+            f"kernels={kernels}, shortcut={self.add}, strategy={self._strategy}, router={type(self.router).__name__}"
             + (", shared=True" if self.shared else "")
         )

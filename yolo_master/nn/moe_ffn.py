@@ -37,23 +37,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .block import RoutedBlock
 from .fusion import scale_shift
-from .moe import RoutedBlock, Transient
-from .routing import TopKRouter
-
-FFN_KEY = "ffn_moe"  # model YAML section written by `yolo-master upcycle`: {experts, split, layers}
+from .routers import TopKRouter
 
 
-def check_expansion(experts, split, hidden: int | None = None) -> tuple[int, int]:
-    """Validate N (``experts``) and k (``split``); raise one readable ``ValueError`` naming the fix."""
-    for name, value in (("experts", experts), ("split", split)):
+def check_expansion(copies, split, hidden: int | None = None) -> tuple[int, int]:
+    """Validate N (``copies``, the CLI's and YAML's ``experts``) and k (``split``); one readable ``ValueError``."""
+    for name, value in (("experts", copies), ("split", split)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name} must be an integer, got {value!r}")
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if hidden is not None and hidden % split:
         raise ValueError(f"split={split} must divide the FFN hidden width {hidden} (each expert gets hidden / split)")
-    return experts, split
+    return copies, split
 
 
 class FFNExpertBank(nn.Module):
@@ -110,48 +108,48 @@ class FFNExpertBank(nn.Module):
 
 
 class FFNMoE(RoutedBlock):
-    """A dense 1x1 FFN upcycled into ``experts x split`` experts, ``split`` of them routed per image.
+    """A dense 1x1 FFN upcycled into ``copies x split`` experts, ``split`` of them routed per image.
 
     ``Y = Norm(K * sum_{i in T_K} w_i E_i(X))``; build it from a trained FFN with :meth:`from_dense`.
 
     Args:
         c: input and output channels.
         hidden: hidden width H of the dense FFN (``split`` must divide it).
-        experts: N, copies of the dense FFN.
+        copies: N, copies of the dense FFN (the CLI's ``experts=``).
         split: k, partitions of each copy's hidden layer; also the number of experts chosen per image.
         reduction: gating channel reduction (as in ES-MoE).
+
+    ``num_experts`` is therefore ``copies * split`` and ``top_k`` is ``split``.
 
     Shape:
         ``(B, c, H, W) -> (B, c, H, W)``; one routing decision per image.
     """
 
-    def __init__(self, c: int, hidden: int, experts: int = 4, split: int = 2, reduction: int = 8) -> None:
+    def __init__(self, c: int, hidden: int, copies: int = 4, split: int = 2, reduction: int = 8) -> None:
         super().__init__()
-        check_expansion(experts, split, hidden)
-        self.c, self.experts_per_split, self.split = c, experts, split
-        self.router = TopKRouter(c, experts * split, split, reduction)
-        self.experts = FFNExpertBank(c, hidden // split, experts * split)
+        check_expansion(copies, split, hidden)
+        self.c, self.copies, self.split = c, copies, split
+        self.router = TopKRouter(c, copies * split, split, reduction)
+        self.experts = FFNExpertBank(c, hidden // split, copies * split)
         self.norm = nn.BatchNorm2d(c)
-        self._state = Transient()
 
-    def active_params(self) -> int:
-        """Parameters used per image: everything but the E - K experts left out."""
-        unused = (self.num_experts - self.top_k) * self.experts.expert_params()
-        return sum(p.numel() for p in self.parameters()) - unused
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "copies" not in self.__dict__:  # pickled when the attribute was called experts_per_split
+            self.copies = self.__dict__.pop("experts_per_split")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         routing = self.router(x)
-        self._state.routing = routing.detached()
-        self._state.aux_loss = routing.aux_loss
+        self.record(routing, routing.aux_loss)
         return self.norm(self.experts(x, routing.indices, routing.weights * self.top_k))
 
     @classmethod
-    def from_dense(cls, ffn: nn.Sequential, experts: int, split: int, reduction: int = 8) -> FFNMoE:
+    def from_dense(cls, ffn: nn.Sequential, copies: int, split: int, reduction: int = 8) -> FFNMoE:
         """Upcycle a trained ``Conv(c, H, 1) -> Conv(H, c, 1, act=False)`` FFN (eval-mode statistics)."""
         up, down = ffn[0], ffn[1]
         c, hidden = up.conv.in_channels, up.conv.out_channels
-        block = cls(c, hidden, experts, split, reduction).to(up.conv.weight.device)
-        n, k, h = experts, split, hidden // split
+        block = cls(c, hidden, copies, split, reduction).to(up.conv.weight.device)
+        n, k, h = copies, split, hidden // split
         with torch.no_grad():
             bn = up.bn
             scale, shift = scale_shift(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
@@ -171,6 +169,6 @@ class FFNMoE(RoutedBlock):
 
     def extra_repr(self) -> str:
         return (
-            f"{self.c}, hidden={self.experts.hidden * self.split}, experts={self.experts_per_split}, "
+            f"{self.c}, hidden={self.experts.hidden * self.split}, copies={self.copies}, "
             f"split={self.split} ({self.num_experts} experts, top-{self.top_k})"
         )

@@ -4,7 +4,8 @@ that starts where the dense one was.
     yolo-master upcycle model=my_yolo12n.pt to=n.yaml experts=4 split=2   # writes my_yolo12n-moe.pt
     yolo-master train model=my_yolo12n-moe.pt data=... epochs=10            # MoE-tuning
 
-- ``expand.py``: FFNs (YOLO12 ``ABlock.mlp``, YOLO11 ``PSABlock.ffn``) -> FFN-MoE (``nn/moe_ffn.py``);
+- ``nn/ffn_expansion.py`` (one floor down, since model building needs it too): FFNs (YOLO12
+  ``ABlock.mlp``, YOLO11 ``PSABlock.ffn``) -> FFN-MoE (``nn/moe_ffn.py``);
 - ``insert.py``: ES-MoE blocks inserted as the identity, dense weights matched layer by layer;
 - ``report.py``: loaded / new / skipped layers, active / total parameters;
 - ``checkpoint.py`` and ``pipeline.py``: reading, writing and the whole recipe.

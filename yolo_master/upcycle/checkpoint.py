@@ -53,9 +53,9 @@ def save_upcycled(model: nn.Module, ckpt: dict, record: dict, out: str | Path) -
     """Write ``model`` (float32) as an Ultralytics checkpoint, atomically; returns the path."""
     from ultralytics import __version__
 
-    from ..engine.atomic import AtomicPath
+    from ..engine.atomic import write_atomically
 
-    out = AtomicPath(str(out))
+    out = Path(str(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     model.criterion = None  # training-only state, rebuilt by the trainer
     buffer = io.BytesIO()
@@ -71,5 +71,5 @@ def save_upcycled(model: nn.Module, ckpt: dict, record: dict, out: str | Path) -
         },
         buffer,
     )
-    out.write_bytes(buffer.getvalue())
-    return Path(out)
+    write_atomically(out, buffer.getvalue())
+    return out

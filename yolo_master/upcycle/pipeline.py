@@ -8,18 +8,19 @@ takes the weights (what the trainer does with a ``.pt``) and how far the predict
 
 from __future__ import annotations
 
-import logging
 from copy import deepcopy
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..integration.runtime import quiet_logs
 from ..models import TASK_MODELS
-from ..nn import ESMoE
-from ..nn.moe_ffn import FFNMoE, check_expansion
+from ..nn import ESMoE, FFNMoE
+from ..nn.cost import active_params
+from ..nn.ffn_expansion import FFN_KEY, expand_ffns
+from ..nn.moe_ffn import check_expansion
 from .checkpoint import load_dense, save_upcycled
-from .expand import FFN_KEY, expand_ffns
 from .insert import UpcycleError, copy_layers, graft_yaml, identity_init, match_layers
 from .report import UpcycleReport
 
@@ -30,8 +31,6 @@ MIN_LOADED = 0.5  # layout=target: below this share of the dense weights loaded,
 
 def count_params(net: nn.Module) -> tuple[int, int]:
     """``(active, total)`` parameters; MoE layers count only what one image uses."""
-    from ..info import active_params
-
     return active_params(net), sum(p.numel() for p in net.parameters())
 
 
@@ -60,14 +59,8 @@ def step0_diff(dense: nn.Module, moe: nn.Module, imgsz: int = CHECK_IMGSZ, seed:
 
 def _build(task: str, d: dict, nc: int) -> nn.Module:
     """A task model from a model dict, quietly (Ultralytics' classifier prints its summary regardless)."""
-    from ultralytics.utils import LOGGER
-
-    level = LOGGER.level
-    LOGGER.setLevel(logging.WARNING)
-    try:
+    with quiet_logs():
         return TASK_MODELS[task](deepcopy(d), nc=nc, verbose=False)
-    finally:
-        LOGGER.setLevel(level)
 
 
 def _target_dict(to: str | Path) -> dict:

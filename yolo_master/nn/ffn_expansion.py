@@ -1,5 +1,8 @@
 """Which dense blocks act as FFNs, and replacing them by :class:`~yolo_master.nn.moe_ffn.FFNMoE`.
 
+Here, not in ``upcycle/``, because building a model from a YAML with an ``ffn_moe:`` section needs
+it (the parser hook applies the section), and the model floor must not import the upcycling floor.
+
 An FFN here is an ``nn.Sequential`` of two Ultralytics ``Conv`` with 1x1 kernels, ``c -> H -> c``,
 SiLU after the first, nothing after the second, each with its BatchNorm: YOLO12's ``ABlock.mlp``
 (area-attention blocks of A2C2f) and YOLO11's ``PSABlock.ffn`` (C2PSA). They are the transformer FFNs
@@ -8,7 +11,7 @@ bottlenecks are left dense (see the package docstring).
 
 The expansion is recorded in the model YAML under ``ffn_moe: {experts, split, layers}``; every model
 built from such a YAML (the trainer's rebuild of a checkpoint, a resumed run) gets the same blocks
-back, through the parse hook in ``nn/register.py``, before the checkpoint's weights are loaded.
+back, through the parser hook (``integration/parser.py``), before the checkpoint's weights are loaded.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..nn.moe_ffn import FFN_KEY, FFNMoE, check_expansion
+from .moe_ffn import FFNMoE, check_expansion
+
+FFN_KEY = "ffn_moe"  # model YAML section written by `yolo-master upcycle`: {experts, split, layers}
 
 
 @dataclass(frozen=True)
@@ -60,13 +65,13 @@ def find_ffns(seq: nn.Sequential, layers: list[int] | None = None) -> list[tuple
     return found
 
 
-def expand_ffns(seq: nn.Sequential, experts: int, split: int, layers: list[int] | None = None) -> list[ExpandedFFN]:
+def expand_ffns(seq: nn.Sequential, copies: int, split: int, layers: list[int] | None = None) -> list[ExpandedFFN]:
     """Replace every FFN of ``seq`` (in ``layers``, default all) by its upcycled FFN-MoE, in place.
 
     Raises:
         ValueError: bad ``experts`` / ``split``, or a ``split`` that does not divide some FFN's hidden width.
     """
-    check_expansion(experts, split)
+    check_expansion(copies, split)
     found = find_ffns(seq, layers)
     widths = sorted({parent.get_submodule(attr)[0].conv.out_channels for _, _, parent, attr in found})
     bad = [w for w in widths if w % split]
@@ -78,7 +83,7 @@ def expand_ffns(seq: nn.Sequential, experts: int, split: int, layers: list[int] 
     out = []
     for i, path, parent, attr in found:
         ffn = getattr(parent, attr)
-        block = FFNMoE.from_dense(ffn, experts, split)
+        block = FFNMoE.from_dense(ffn, copies, split)
         setattr(parent, attr, block)
         up = ffn[0].conv
         out.append(
@@ -103,8 +108,8 @@ def check_options(options) -> dict:
     return {"experts": experts, "split": split, "layers": layers}
 
 
-def apply_yaml(seq: nn.Sequential, options) -> None:
-    """Parse hook: give the layers of a model built from a YAML with an ``ffn_moe`` section their FFN-MoE blocks."""
+def apply_ffn_section(seq: nn.Sequential, options) -> None:
+    """Give the layers of a model built from a YAML with an ``ffn_moe`` section their FFN-MoE blocks."""
     if options is not None:
         options = check_options(options)
         expand_ffns(seq, options["experts"], options["split"], options["layers"])

@@ -1,0 +1,94 @@
+"""Small touches of Ultralytics' runtime behaviour, each for one reason given beside it.
+
+- offline fonts: plotting asks ``check_font`` for Arial and, when the font is not on disk, probes
+  the asset server; we point those lookups at a font on disk;
+- ``quiet_logs``: Ultralytics' classifier prints its summary whatever ``verbose`` says;
+- ``hidden_keys``: validators re-check ``args`` against Ultralytics' defaults and reject our keys;
+- ``reset_epoch_data``: exact resume needs each epoch's batches to depend only on (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+FONT_MODULES = ("ultralytics.utils.checks", "ultralytics.utils.plotting", "ultralytics.data.utils")
+
+
+def configure_environment() -> None:
+    """Default Ultralytics to offline, no auto-install (read once when ``ultralytics`` is imported)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+
+
+def local_font(font: str = "Arial.ttf") -> Path:
+    """A font file on disk for ``font``, never downloaded."""
+    from matplotlib import font_manager
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    name = Path(font).name
+    if (USER_CONFIG_DIR / name).exists():
+        return USER_CONFIG_DIR / name
+    for entry in font_manager.fontManager.ttflist:
+        if Path(entry.fname).name == name and os.path.exists(entry.fname):
+            return Path(entry.fname)
+    return Path(font_manager.findfont("DejaVu Sans"))
+
+
+def use_local_fonts() -> None:
+    """Route Ultralytics' font lookups to :func:`local_font` while running offline."""
+    from ultralytics.utils import env_bool
+
+    if not env_bool("YOLO_OFFLINE"):
+        return
+    for module in FONT_MODULES:
+        importlib.import_module(module).check_font = local_font
+
+
+@contextmanager
+def quiet_logs():
+    """Ultralytics' logger at WARNING for the duration (model summaries it prints regardless of ``verbose``)."""
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        LOGGER.setLevel(level)
+
+
+@contextmanager
+def hidden_keys(args, keys):
+    """Temporarily take ``keys`` off the ``args`` namespace (validators re-validate it against the defaults)."""
+    saved = {k: args.__dict__.pop(k) for k in keys if k in args.__dict__}
+    try:
+        yield args
+    finally:
+        args.__dict__.update(saved)
+
+
+def map_deprecated_keys(args: dict) -> None:
+    """Rename deprecated keys (``half=True`` -> ``quantize=16``, ...) in place, with Ultralytics' warning."""
+    from ultralytics.cfg import _handle_deprecation
+
+    _handle_deprecation(args)
+
+
+def reset_epoch_data(loader) -> None:
+    """Fresh loader iterator and an empty mosaic buffer, as at the start of a run.
+
+    The sampler draws each epoch's permutation lazily from the loader's generator and a new iterator
+    takes its worker seed from it; the dataset's mosaic buffer carries images from one epoch into the
+    next. Both must restart for an epoch's batches to depend only on the seed and the epoch.
+    """
+    if hasattr(loader, "reset"):
+        loader.reset()
+    dataset = loader.dataset
+    if isinstance(getattr(dataset, "buffer", None), list):
+        for i in dataset.buffer:
+            dataset.ims[i] = dataset.im_hw0[i] = dataset.im_hw[i] = None
+        dataset.buffer.clear()
