@@ -52,6 +52,11 @@ MODES = {
         [],
         "yolo-master info model=n.yaml imgsz=640",
     ),
+    "convert": (
+        "Load an official YOLO-Master checkpoint and write a native one; top_k=2 also makes its routing sparse.",
+        ["model"],
+        "yolo-master convert model=YOLO-Master-EsMoE-N.pt",
+    ),
     "upcycle": (
         "Turn a trained dense checkpoint into an MoE model with the same predictions, for MoE-tuning.",
         ["model"],
@@ -119,6 +124,7 @@ MODE_KEYS = {
     "export": {"strategy"},
     "benchmark": {"compare", "runs", "warmup", "threads"},
     "upcycle": {"to", "experts", "split", "layout", "out"},
+    "convert": {"out", "top_k"},
 }  # our keys beyond Ultralytics' (train's come from engine.hyp)
 
 
@@ -161,6 +167,7 @@ MODE_ONLY = {
     "routes": {"model", "source", "imgsz", "project", "name"},
     "benchmark": {"model", "compare", "imgsz", "batch", "runs", "warmup", "threads", "project", "name"},
     "upcycle": {"model", "to", "experts", "split", "layout", "out", "seed"},
+    "convert": {"model", "out", "top_k", "exist_ok"},
 }
 
 
@@ -183,6 +190,8 @@ def run(mode: str, args: dict):
         return run_benchmark(args)
     if mode == "upcycle":
         return run_upcycle(args)
+    if mode == "convert":
+        return run_convert(args)
     model = YOLOMaster(args.pop("model", "yolo-master-n.yaml"))
     if mode == "info":
         print(model_info(model, imgsz=args.get("imgsz", 640)))
@@ -237,6 +246,29 @@ def _export_strategies() -> str:
     return ", ".join(map(label, EXPORT_STRATEGIES))
 
 
+def run_convert(args: dict):
+    from . import YOLOMaster
+
+    source = Path(str(args["model"]))
+    if source.suffix != ".pt":
+        raise UsageError(f"convert takes a .pt checkpoint, got model={source}")
+    top_k = args.get("top_k")
+    out = Path(str(args.get("out") or source.with_name(f"{source.stem}-{f'top{top_k}' if top_k else 'native'}.pt")))
+    if out.exists() and not args.get("exist_ok"):
+        raise UsageError(f"out={out} exists: choose another out= or pass exist_ok=True to replace it")
+    if out.resolve() == source.resolve():
+        raise UsageError(f"out={out} is the checkpoint being converted: choose another name")
+    model = YOLOMaster(str(source))
+    if top_k is not None:
+        from .official.sparse import with_top_k
+
+        model.model = with_top_k(model.model, top_k)
+        model.ckpt = {**(model.ckpt or {}), "model": model.model}
+    model.save(out)
+    print(f"converted {source} -> {out}")
+    return out
+
+
 def help_text(mode: str | None = None) -> str:
     if mode is None:
         lines = [USAGE, "", "YOLO-Master: sparse Mixture-of-Experts detection on Ultralytics.", "", "modes:"]
@@ -249,6 +281,9 @@ def help_text(mode: str | None = None) -> str:
         "export": f"\n  strategy=...   ES-MoE graph: {_export_strategies()}",
         "benchmark": "\n  compare=a.yaml,b.yaml  models to measure beside model=\n  runs=100 warmup=10     timed and "
         "warm-up runs per runtime",
+        "convert": "\n  out=x.pt       output (default: <model>-native.pt, or <model>-top<K>.pt)"
+        "\n  top_k=2        run K of each ES-MoE layer's experts (same weights; fine-tune it next)"
+        "\n  exist_ok=True  replace an existing out=",
         "upcycle": "\n  to=n.yaml      insert the ES-MoE blocks of this YAML / zoo name (identity at start)"
         "\n  experts=4      copies of each FFN (N)\n  split=2        partitions per copy (k) = experts chosen per image"
         "\n  layout=graft   graft: the checkpoint's layers + ES-MoE (same predictions); target: the YAML as is"

@@ -9,7 +9,7 @@ from torch import nn
 from ultralytics.engine.model import Model
 from ultralytics.models import yolo
 from ultralytics.nn.tasks import guess_model_task
-from ultralytics.utils import DEFAULT_CFG_DICT, RANK
+from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, RANK
 
 from .data import resolve_data
 from .engine import (
@@ -53,6 +53,19 @@ class YOLOMaster(Model):
         self.model.args = {**DEFAULT_CFG_DICT, **self.overrides}
         self.model.task = self.task
         self.model_name = self.cfg
+
+    def _load(self, weights: str, task: str | None = None) -> None:
+        """Ultralytics' checkpoint loading, plus official YOLO-Master checkpoints, converted in memory."""
+        from .official import is_official_checkpoint, load_official
+
+        if str(weights).endswith(".pt") and Path(weights).is_file() and is_official_checkpoint(weights):
+            self.model, self.ckpt, info = load_official(weights)
+            LOGGER.info(info.notice())
+            self.model.pt_path = self.ckpt_path = self.model_name = str(weights)
+            self.task = info.task
+            self.overrides = {**self.model.args, "model": str(weights), "task": self.task}
+            return
+        super()._load(weights, task)
 
     def train(self, trainer=None, **kwargs: Any):
         """Ultralytics ``train`` plus ``data=shapes`` (generated offline) and the ``moe`` gain."""

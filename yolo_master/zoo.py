@@ -19,9 +19,15 @@ FAMILIES = {  # name prefix -> family YAML (each with a `scales:` table)
     "cls": "classify/yolo-master-cls.yaml",
     "pose": "pose/yolo-master-pose.yaml",
     "obb": "obb/yolo-master-obb.yaml",
+    # the official releases' architectures (github Tencent/YOLO-Master), for their checkpoints
+    "esmoe": "official/yolo-master-esmoe.yaml",
+    "esmoe-seg": "official/yolo-master-esmoe-seg.yaml",
+    "esmoe-cls": "official/yolo-master-esmoe-cls.yaml",
+    "v0.1": "official/yolo-master-v0.1.yaml",
+    "v0.1-seg": "official/yolo-master-v0.1-seg.yaml",
 }
 # "[yolo-master-][family-]scale"; a user's own YAML file may have any prefix ("my_data2-s.yaml")
-_NAME = re.compile(rf"^(?:yolo-master-)?(?:(?P<family>[a-z0-9_]+)-)?(?P<scale>[{SCALES}])$")
+_NAME = re.compile(rf"^(?:yolo-master-)?(?:(?P<family>[a-z0-9_.-]+)-)?(?P<scale>[{SCALES}])$")
 
 
 def cfg_dir() -> Path:
@@ -41,10 +47,10 @@ def find_model_yaml(name: str | Path) -> tuple[Path, str | None, str]:
         FileNotFoundError: one line listing the valid names when ``name`` is neither.
     """
     path = Path(name)
-    m = _NAME.match(path.stem)
+    m = _NAME.match(path.stem if path.suffix in {".yaml", ".yml"} else path.name)  # "v0.1-n" has no suffix
     if path.is_file():
         return path, (m["scale"] if m else None), str(path)
-    if m and path.parent == Path(".") and path.suffix in {"", ".yaml", ".yml"} and (m["family"] or "") in FAMILIES:
+    if m and path.parent == Path(".") and (m["family"] or "") in FAMILIES:
         family = m["family"] or ""
         display = f"yolo-master-{family + '-' if family else ''}{m['scale']}.yaml"
         return cfg_dir() / FAMILIES[family], m["scale"], display

@@ -36,6 +36,7 @@ TOUCHES = (
     Touch("ultralytics.data.utils.check_font", "replaced: a font on disk instead of a download"),
     Touch("ultralytics.cfg._handle_deprecation", "the CLI maps deprecated keys as `yolo` does"),
     Touch("ultralytics.engine.model.Model._new", "overridden: zoo names and the scale in the file name"),
+    Touch("ultralytics.engine.model.Model._load", "overridden: official YOLO-Master checkpoints convert on load"),
     Touch("ultralytics.engine.trainer.BaseTrainer.save_model", "overridden: atomic writes, resume_state.pt"),
     Touch("ultralytics.engine.trainer.BaseTrainer.resume_training", "overridden: full-precision resume"),
     Touch("ultralytics.engine.trainer.BaseTrainer.optimizer_step", "overridden: routers' per-step update"),

@@ -14,11 +14,13 @@ def checkpoint_classes() -> dict[str, type]:
     """``{"module.Name" as a pickle names it: class}`` for everything a YOLO-Master checkpoint may hold."""
     from ..models import TASK_MODELS
     from ..models.legacy import MoECriterion
-    from ..nn import ROUTERS, ESMoE, ExpertBank, FFNMoE, HiMoE, MoEOptions
+    from ..nn import BLOCKS, ROUTERS, ExpertBank, FFNMoE, MoEOptions
     from ..nn.block import Transient
     from ..nn.moe_ffn import FFNExpertBank
+    from ..nn.released_experts import MLPExpertBank, PostNormExpertBank
 
-    classes = [*TASK_MODELS.values(), ESMoE, HiMoE, FFNMoE, ExpertBank, FFNExpertBank, Transient, MoEOptions]
+    classes = [*TASK_MODELS.values(), *BLOCKS.values(), FFNMoE, Transient, MoEOptions]
+    classes += [ExpertBank, PostNormExpertBank, MLPExpertBank, FFNExpertBank]
     classes += list(ROUTERS.values())
     names = {f"{c.__module__}.{c.__qualname__}": c for c in classes}
     names.update(  # where checkpoints written before the routers/ redesign found these classes

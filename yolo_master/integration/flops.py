@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..nn import ESMoE, FFNMoE, HiMoE
+from ..nn import BLOCKS, FFNMoE
 from ..nn.cost import expert_macs
 
 
@@ -24,5 +24,5 @@ def register_flops_rules() -> None:
         hooks = importlib.import_module("thop.profile").register_hooks
     except (ImportError, AttributeError):
         return
-    for cls in (ESMoE, HiMoE, FFNMoE):
+    for cls in (*BLOCKS.values(), FFNMoE):
         hooks[cls] = _count_experts

@@ -52,7 +52,7 @@ def build_blocks(model: nn.Sequential, ours: dict[int, tuple[str, list]], option
         stand_in = model[i]
         convs = list(stand_in) if isinstance(stand_in, nn.Sequential) else [stand_in]
         c1, c2 = convs[0].conv.in_channels, convs[0].conv.out_channels
-        extra = {"options": options} if BLOCKS[name] is ESMoE else {}
+        extra = {"options": options} if issubclass(BLOCKS[name], ESMoE) else {}
         try:
             blocks = [BLOCKS[name](c1 if j == 0 else c2, c2, *args[1:], **extra) for j in range(len(convs))]
         except (TypeError, ValueError) as e:
@@ -84,7 +84,7 @@ def print_layer_table(model: nn.Sequential, d: dict) -> None:
 
 def check_options_apply(ours: dict[int, tuple[str, list]], options: MoEOptions) -> None:
     """A non-empty ``moe:`` section on a model without ES-MoE blocks would do nothing: say so."""
-    if not options.is_default and not any(name == "ESMoE" for name, _ in ours.values()):
+    if not options.is_default and not any(issubclass(BLOCKS[name], ESMoE) for name, _ in ours.values()):
         raise ValueError(
             "model YAML 'moe:' options apply to ESMoE blocks, and this model has none "
             "(HiMoE takes its settings in its own row): remove the section or add ESMoE rows"

@@ -17,9 +17,11 @@ from .hierarchical import HiMoE
 from .moe import ESMoE
 from .moe_ffn import FFNMoE
 from .options import MoEOptions
+from .released import ESMoEv0, SpatialMoE
 from .routers import ROUTERS, Router, Routing, TopKRouter, create_router, register_router
 
-BLOCKS: dict[str, type[nn.Module]] = {"ESMoE": ESMoE, "HiMoE": HiMoE}  # YAML name -> (c1, c2, *args) class
+# YAML name -> (c1, c2, *args) class; the last two are the official releases' blocks (released.py)
+BLOCKS: dict[str, type[nn.Module]] = {"ESMoE": ESMoE, "HiMoE": HiMoE, "ESMoEv0": ESMoEv0, "SpatialMoE": SpatialMoE}
 
 __all__ = (
     "BLOCKS",
@@ -28,6 +30,8 @@ __all__ = (
     "ROUTERS",
     "STRATEGIES",
     "ESMoE",
+    "ESMoEv0",
+    "SpatialMoE",
     "ExpertBank",
     "FFNMoE",
     "HiMoE",

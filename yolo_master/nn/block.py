@@ -45,6 +45,18 @@ class RoutedBlock(nn.Module):
         self._state = Transient()
 
     @property
+    def strategy(self) -> str:
+        """How the experts run (``dispatch.py``); only blocks with ``strategies`` have one."""
+        return self._strategy
+
+    @strategy.setter
+    def strategy(self, name: str) -> None:
+        if name not in self.strategies:
+            choices = ", ".join(self.strategies)
+            raise ValueError(f"unknown {type(self).__name__} strategy {name!r}; choose one of {choices}")
+        self._strategy = name
+
+    @property
     def num_experts(self) -> int:
         return self.router.num_experts
 

@@ -15,11 +15,7 @@ from .experts import ExpertBank
 from .hierarchical import HiMoE
 from .moe import ESMoE
 from .moe_ffn import FFNMoE
-
-
-def _per_pixel(bank: ExpertBank, e: int) -> int:
-    k = bank.kernel_sizes[e]
-    return bank.c1 * (k * k + 2 + bank.c2)  # depthwise + BN + pointwise
+from .released import SpatialMoE
 
 
 def routed_per_image(block: nn.Module) -> float:
@@ -37,7 +33,7 @@ def routed_macs(block: nn.Module, batch: int, h: int, w: int) -> float:
         return pixels * block.top_k * bank.hidden * (2 * bank.c + 1)
     bank = block.experts
     routed = bank.num_routed
-    mean = sum(_per_pixel(bank, e) for e in range(routed)) / routed
+    mean = sum(bank.pixel_macs(e) for e in range(routed)) / routed
     return pixels * routed_per_image(block) * mean
 
 
@@ -46,7 +42,7 @@ def shared_macs(block: nn.Module, batch: int, h: int, w: int) -> float:
     bank = block.experts
     if not isinstance(bank, ExpertBank):
         return 0.0
-    return batch * h * w * sum(_per_pixel(bank, e) for e in range(bank.num_routed, bank.num_experts))
+    return batch * h * w * sum(bank.pixel_macs(e) for e in range(bank.num_routed, bank.num_experts))
 
 
 def expert_macs(block: nn.Module, batch: int, h: int, w: int) -> float:
@@ -56,7 +52,7 @@ def expert_macs(block: nn.Module, batch: int, h: int, w: int) -> float:
 
 def conv_expert_blocks(model: nn.Module) -> list[nn.Module]:
     """Blocks whose experts are convolutions (ES-MoE, HiMoE): what rho counts as routed compute."""
-    return [m for m in model.modules() if isinstance(m, (ESMoE, HiMoE))]
+    return [m for m in model.modules() if isinstance(m, (ESMoE, HiMoE, SpatialMoE))]
 
 
 def _unused_params(block: nn.Module) -> float:
@@ -71,7 +67,7 @@ def _unused_params(block: nn.Module) -> float:
 
 def active_params(module: nn.Module) -> int:
     """Parameters used for one image: routed blocks count only the experts that run (on average)."""
-    if isinstance(module, (ESMoE, HiMoE, FFNMoE)):
+    if isinstance(module, (ESMoE, HiMoE, FFNMoE, SpatialMoE)):
         return sum(p.numel() for p in module.parameters()) - round(_unused_params(module))
     own = sum(p.numel() for p in module.parameters(recurse=False))
     return own + sum(active_params(child) for child in module.children())

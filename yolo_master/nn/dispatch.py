@@ -176,6 +176,19 @@ def run_branch(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torc
     return out
 
 
+@_per_image
+def run_unfolded(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Graph form for banks whose BatchNorms do not fold (the releases' layouts): each expert on a batch of
+    one image or of none (as ``slice``), unfolded, the weighted outputs summed, then the norm."""
+    dense = _dense_weights(bank, indices, weights, x.dtype)[0]
+    chosen = (dense != 0).to(torch.int64)
+    parts = []
+    for e in range(bank.num_experts):
+        take = torch.arange(chosen[e], device=x.device)
+        parts.append(bank.expert(e, x.index_select(0, take)) * dense.index_select(0, take).view(-1, 1, 1, 1))
+    return norm(torch.cat(parts).sum(0, keepdim=True))
+
+
 STRATEGIES: dict[str, Strategy] = {
     "select": run_select,
     "grouped": run_grouped,
@@ -186,8 +199,11 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
-def pick_strategy(name: str, training: bool, batch: int, all_experts: bool = False) -> Strategy:
-    """The strategy function for ``name`` (``auto`` picks per mode, batch size and tracing)."""
+def pick_strategy(name: str, training: bool, batch: int, all_experts: bool = False, foldable: bool = True) -> Strategy:
+    """The strategy function for ``name`` (``auto`` picks per mode, batch size and tracing).
+
+    ``foldable=False`` (a bank whose BatchNorms do not fold): every graph strategy traces
+    :func:`run_unfolded`, or ``dense`` when every expert runs anyway."""
     if name == "auto":
         if training:
             name = "grouped"
@@ -198,6 +214,8 @@ def pick_strategy(name: str, training: bool, batch: int, all_experts: bool = Fal
     if name in GRAPH_STRATEGIES:
         if training:
             raise ValueError(f"the '{name}' ES-MoE strategy folds BatchNorms and is for eval / export only")
+        if not foldable:
+            return run_dense if all_experts else run_unfolded
         if all_experts:  # K == E: nothing to select, export the plain static graph
             return run_static
     return STRATEGIES[name]

@@ -43,6 +43,7 @@ class ExpertBank(nn.Module):
     """
 
     num_shared = 0  # class default: banks pickled before the shared expert existed load too
+    foldable = True  # BatchNorms fold into the export form (fusion.py); banks of other layouts say False
 
     def __init__(
         self,
@@ -60,17 +61,21 @@ class ExpertBank(nn.Module):
         self.num_shared = num_shared
         self.k_max = max(self.kernel_sizes)
         self.bn_eps, self.bn_momentum = bn_eps, bn_momentum
-        e = self.num_experts
+        e, bn_c = self.num_experts, self.bn_channels(c1, c2)
         self.offsets = [0]
         for k in self.kernel_sizes:
             self.offsets.append(self.offsets[-1] + k * k)
         self.dw_weight = nn.Parameter(torch.empty(c1, self.offsets[-1]))
-        self.bn_weight = nn.Parameter(torch.ones(e, c1))
-        self.bn_bias = nn.Parameter(torch.zeros(e, c1))
-        self.register_buffer("bn_running_mean", torch.zeros(e, c1))
-        self.register_buffer("bn_running_var", torch.ones(e, c1))
+        self.bn_weight = nn.Parameter(torch.ones(e, bn_c))
+        self.bn_bias = nn.Parameter(torch.zeros(e, bn_c))
+        self.register_buffer("bn_running_mean", torch.zeros(e, bn_c))
+        self.register_buffer("bn_running_var", torch.ones(e, bn_c))
         self.pw_weight = nn.Parameter(torch.empty(e, c2, c1))
         self.reset_parameters()
+
+    def bn_channels(self, c1: int, c2: int) -> int:
+        """Channels of each expert's BatchNorm: ``c1`` here (between depthwise and pointwise)."""
+        return c1
 
     def reset_parameters(self) -> None:
         """Initialise like ``nn.Conv2d`` per expert (depthwise fan-in is ``k * k``)."""
@@ -95,7 +100,13 @@ class ExpertBank(nn.Module):
         k = self.kernel_sizes[e]
         return self.c1 * k * k + 2 * self.c1 + self.c2 * self.c1
 
-    def _batch_norm(self, h: torch.Tensor, e: int) -> torch.Tensor:
+    def pixel_macs(self, e: int) -> int:
+        """Multiply-accumulates of expert ``e`` per output pixel (depthwise + BN + pointwise)."""
+        k = self.kernel_sizes[e]
+        return self.c1 * (k * k + 2 + self.c2)
+
+    def batch_norm(self, h: torch.Tensor, e: int) -> torch.Tensor:
+        """Expert ``e``'s BatchNorm on ``h`` (batch statistics in training, running ones in eval)."""
         # A train-mode BN needs more than one value per channel; a lone 1x1 sample uses running stats.
         use_batch_stats = self.training and h.shape[0] * h.shape[2] * h.shape[3] > 1
         return F.batch_norm(
@@ -113,7 +124,7 @@ class ExpertBank(nn.Module):
         """Run expert ``e`` on ``x`` (any batch size)."""
         k = self.kernel_sizes[e]
         h = F.conv2d(x, self.depthwise(e), padding=k // 2, groups=self.c1)
-        h = F.silu(self._batch_norm(h, e))
+        h = F.silu(self.batch_norm(h, e))
         return F.conv2d(h, self.pw_weight[e, :, :, None, None])
 
     def extra_repr(self) -> str:

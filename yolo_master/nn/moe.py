@@ -19,6 +19,7 @@ The router comes from the ``moe:`` options (``options.py``, ``routers/``), fixed
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .block import RoutedBlock, Transient, check_int, check_shape_args  # noqa: F401  (Transient: old checkpoints name it here)
@@ -63,6 +64,7 @@ class ESMoE(RoutedBlock):
     """
 
     strategies = ("auto", *EAGER_STRATEGIES, *(s for s in EXPORT_STRATEGIES if s not in EAGER_STRATEGIES))
+    out_act = False  # a SiLU after the norm (the v0 release's block has one; ours does not)
 
     def __init__(
         self,
@@ -95,10 +97,14 @@ class ESMoE(RoutedBlock):
         except ValueError as e:
             raise ValueError(f"ESMoE {e}") from None
         shared = (SHARED_KERNEL,) if options.shared else ()
-        self.experts = ExpertBank(c1, c2, (*kernel_sizes, *shared), num_shared=len(shared))
+        self.experts = self.build_experts(c1, c2, (*kernel_sizes, *shared), len(shared))
         self.norm = nn.BatchNorm2d(c2)
         self.add = shortcut and c1 == c2
         self.strategy = strategy
+
+    def build_experts(self, c1: int, c2: int, kernel_sizes: tuple[int, ...], num_shared: int) -> ExpertBank:
+        """The expert bank (a block of another expert layout overrides this)."""
+        return ExpertBank(c1, c2, kernel_sizes, num_shared=num_shared)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -106,16 +112,6 @@ class ESMoE(RoutedBlock):
             from .legacy import upgrade_esmoe
 
             upgrade_esmoe(self)
-
-    @property
-    def strategy(self) -> str:
-        return self._strategy
-
-    @strategy.setter
-    def strategy(self, name: str) -> None:
-        if name not in self.strategies:
-            raise ValueError(f"unknown ESMoE strategy {name!r}; choose one of {', '.join(self.strategies)}")
-        self._strategy = name
 
     @property
     def shared(self) -> bool:
@@ -130,8 +126,11 @@ class ESMoE(RoutedBlock):
         if self.shared:  # the shared expert: the bank's last, weight 1 for every image
             indices = torch.cat([indices, torch.full_like(indices[:, :1], self.num_experts)], dim=1)
             weights = torch.cat([weights, torch.ones_like(weights[:, :1])], dim=1)
-        run = pick_strategy(self._strategy, self.training, x.shape[0], all_experts=self.router.all_experts)
+        all_experts, foldable = self.router.all_experts, self.experts.foldable
+        run = pick_strategy(self._strategy, self.training, x.shape[0], all_experts=all_experts, foldable=foldable)
         y = run(self.experts, self.norm, x, indices, weights)
+        if self.out_act:
+            y = F.silu(y)
         return x + y if self.add else y
 
     def extra_repr(self) -> str:

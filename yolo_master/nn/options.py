@@ -25,6 +25,7 @@ from .routers import ROUTERS
 from .routers.topk import BIAS_DECAYS
 from .routers.variable_k import check_distribution
 
+BLOCK_ROUTERS = ("scene", "spatial")  # the routers of HiMoE and SpatialMoE, not choices for ES-MoE
 SHARED_KERNEL = 3  # the shared expert's depthwise kernel: the common local pattern, the cheapest
 
 
@@ -59,8 +60,8 @@ class MoEOptions:
 
     def __post_init__(self) -> None:
         where = "model YAML 'moe:"
-        if self.router not in ROUTERS or self.router == "scene":
-            choices = ", ".join(r for r in ROUTERS if r != "scene")
+        if self.router not in ROUTERS or self.router in BLOCK_ROUTERS:
+            choices = ", ".join(r for r in ROUTERS if r not in BLOCK_ROUTERS)
             raise ValueError(f"{where} router: {self.router}': choose {choices}")
         if self.balance not in {"loss", "bias"}:
             raise ValueError(f"{where} balance: {self.balance}': choose loss or bias")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .base import Router, Routing, load_balancing_loss, top_k
 from .scene import SceneRouter
+from .spatial import SpatialRouter
 from .topk import SoftRouter, TopKRouter
 from .variable_k import VariableKRouter
 
@@ -18,6 +19,7 @@ ROUTERS: dict[str, type[Router]] = {
     "soft": SoftRouter,
     "variable_k": VariableKRouter,
     "scene": SceneRouter,
+    "spatial": SpatialRouter,
 }
 
 
@@ -49,6 +51,7 @@ __all__ = (
     "Routing",
     "SceneRouter",
     "SoftRouter",
+    "SpatialRouter",
     "TopKRouter",
     "VariableKRouter",
     "create_router",

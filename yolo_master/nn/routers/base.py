@@ -126,10 +126,14 @@ class Router(nn.Module):
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k={top_k} must be between 1 and num_experts={num_experts}")
         self.num_experts, self.top_k = num_experts, top_k
+        self.build_gate(c1, reduction)
+
+    def build_gate(self, c1: int, reduction: int) -> None:
+        """The paper's gate; a router with another gate overrides this and :meth:`gate`."""
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.reduce = nn.Conv2d(c1, gate_width(c1, reduction), 1)
         self.act = nn.SiLU()
-        self.logits = nn.Conv2d(self.reduce.out_channels, num_experts, 1)
+        self.logits = nn.Conv2d(self.reduce.out_channels, self.num_experts, 1)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 5: ``(B, C, H, W) -> (B, E)`` logits."""

@@ -96,7 +96,8 @@ class TopKRouter(Router):
     def forward(self, x: torch.Tensor) -> Routing:
         logits = self.gate(x)
         if self.all_experts:  # eq. 8 and 9 both reduce to a softmax: no TopK in the graph
-            dense = weights = logits.softmax(dim=-1)
+            # over dim 1 of the (B, E, 1, 1) map, as the v0 release computes it: bit-equal weights
+            dense = weights = logits[:, :, None, None].softmax(dim=1).flatten(1)
             indices = torch.arange(self.num_experts, device=x.device).expand_as(logits)
             return Routing(indices, weights, dense, load_balancing_loss(dense), logits)
         weights, indices = self.select(x, logits)
