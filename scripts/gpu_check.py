@@ -28,7 +28,7 @@ from report import emit
 from yolo_master.benchmark import latency, load_any
 from yolo_master.export.prepare import traced_strategy
 
-MODELS = ("yolo-master-n.yaml", "yolo11n.yaml", "yolo12n.yaml")
+MODELS = ("yolo-master-n.yaml", "yolo-master-esmoe-n.yaml", "yolo11n.yaml", "yolo12n.yaml")  # + the v0 release
 
 
 def eager_ms(net, x, runs: int, sync) -> float:

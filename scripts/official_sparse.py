@@ -43,21 +43,21 @@ def train(model: YOLOMaster, data: Path, a, epochs: int, seed: int, name: str, *
 
 
 def run_seed(seed: int, data: Path, a: argparse.Namespace) -> dict:
-    cache = a.work / "results" / f"seed{seed}-e{a.epochs}-t{a.tune}.json"
+    cache = a.work / "results" / f"{a.preset}-n{a.train}-e{a.epochs}-t{a.tune}-seed{seed}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    dense = train(YOLOMaster("esmoe-n.yaml"), data, a, a.epochs, seed, f"dense-s{seed}")
+    dense = train(YOLOMaster("esmoe-n.yaml"), data, a, a.epochs, seed, f"dense-{a.preset}-s{seed}")
     out = {"seed": seed, "a": metrics(dense, data, a)}
     sparse = YOLOMaster(dense.ckpt_path)
     sparse.model = with_top_k(dense.model, 2)
     sparse.ckpt = {**sparse.ckpt, "model": sparse.model}
-    top2 = a.work / "runs" / f"top2-s{seed}.pt"
+    top2 = a.work / "runs" / f"top2-{a.preset}-s{seed}.pt"
     sparse.save(top2)
     out["b"] = metrics(YOLOMaster(str(top2)), data, a)
     tune = {"optimizer": "AdamW", "lr0": a.lr, "warmup_epochs": 0}  # a fixed rate: `auto` would choose its own
-    tuned = train(YOLOMaster(str(top2)), data, a, a.tune, seed, f"top2-tuned-s{seed}", **tune)
+    tuned = train(YOLOMaster(str(top2)), data, a, a.tune, seed, f"top2-tuned-{a.preset}-s{seed}", **tune)
     out["c"] = metrics(tuned, data, a)
-    control = train(YOLOMaster(dense.ckpt_path), data, a, a.tune, seed, f"dense-more-s{seed}", **tune)
+    control = train(YOLOMaster(dense.ckpt_path), data, a, a.tune, seed, f"dense-more-{a.preset}-s{seed}", **tune)
     out["d"] = metrics(control, data, a)
     net_dense, net_sparse = dense.model, tuned.model
     out["active"] = {"dense": active_params(net_dense) / 1e6, "top2": active_params(net_sparse) / 1e6}
@@ -72,18 +72,19 @@ def mean_std(values: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=20, help="dense training from scratch")
-    ap.add_argument("--tune", type=int, default=5, help="top-2 fine-tuning (and the dense control's extra epochs)")
+    ap.add_argument("--epochs", type=int, default=12, help="dense training from scratch")
+    ap.add_argument("--tune", type=int, default=3, help="top-2 fine-tuning (and the dense control's extra epochs)")
     ap.add_argument("--lr", type=float, default=0.001, help="fine-tuning learning rate (AdamW lr0)")
-    ap.add_argument("--train", type=int, default=128)
-    ap.add_argument("--val", type=int, default=32)
+    ap.add_argument("--train", type=int, default=600)
+    ap.add_argument("--val", type=int, default=100)
     ap.add_argument("--imgsz", type=int, default=160)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--preset", choices=("easy", "hard"), default="easy", help="shapes preset (data/shapes.py)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--work", type=Path, default=Path("runs/official_sparse"))
     ap.add_argument("--out", type=Path, default=Path("reports/official-sparse.md"))
     a = ap.parse_args(argv)
-    data = generate(a.work / "data", train=a.train, val=a.val, imgsz=a.imgsz, seed=0)
+    data = generate(a.work / f"data-{a.preset}", train=a.train, val=a.val, imgsz=a.imgsz, seed=0, preset=a.preset)
     runs = [run_seed(s, data, a) for s in a.seeds]
     rows = {
         "(a) dense, softmax over 3 experts (as released)": "a",
@@ -93,9 +94,9 @@ def main(argv: list[str] | None = None) -> str:
     }
     keep = [r["c"]["map"] / r["a"]["map"] for r in runs if r["a"]["map"] > 0]
     lines = [
-        f"esmoe-n.yaml (the v0 release's N architecture), {a.epochs} epochs from scratch on {a.train} / {a.val} shapes "
-        f"images at {a.imgsz} px, batch {a.batch}, seeds {', '.join(map(str, a.seeds))} (mean ± std); fine-tuning at "
-        f"AdamW lr0 {a.lr}, no warm-up.",
+        f"esmoe-n.yaml (the v0 release's N architecture), {a.epochs} epochs from scratch on {a.train} / {a.val} "
+        f"shapes ({a.preset}) images at {a.imgsz} px, batch {a.batch}, seeds {', '.join(map(str, a.seeds))} "
+        f"(mean ± std); fine-tuning at AdamW lr0 {a.lr}, no warm-up.",
         "",
         "| model | mAP50-95 | mAP50 | experts run per layer |",
         "|---|---|---|---|",

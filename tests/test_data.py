@@ -92,6 +92,7 @@ def test_regeneration_is_skipped_when_parameters_match(tmp_path):
         ("shapes-obb", "obb"),
         ("shapes-cls", "classify"),
         ("shapes.yaml", "detect"),
+        ("shapes-easy", "detect"),
     ],
 )
 def test_builtin_names_resolve_to_generated_data(tmp_path, monkeypatch, name, task):
@@ -101,9 +102,12 @@ def test_builtin_names_resolve_to_generated_data(tmp_path, monkeypatch, name, ta
 
     calls = []
     monkeypatch.setattr(ultralytics.utils, "DATASETS_DIR", tmp_path)
-    monkeypatch.setattr(data, "generate", lambda out, task: calls.append((out, task)) or out / "data.yaml")
+    monkeypatch.setattr(
+        data, "generate", lambda out, task, preset: calls.append((out, task, preset)) or out / "data.yaml"
+    )
     assert resolve_data(name) == str(tmp_path / name.removesuffix(".yaml") / "data.yaml")
-    assert calls == [(tmp_path / name.removesuffix(".yaml"), task)]
+    preset = "easy" if name == "shapes-easy" else "hard"
+    assert calls == [(tmp_path / name.removesuffix(".yaml"), task, preset)]
     assert set(BUILTIN.values()) == set(TASKS)
 
 
@@ -111,8 +115,24 @@ def test_other_data_passes_through():
     assert resolve_data("coco8.yaml") == "coco8.yaml"
 
 
+def test_easy_preset_draws_one_to_three_large_shapes(tmp_path):
+    data = generate(tmp_path / "easy", train=24, val=4, imgsz=160, preset="easy")
+    sizes, counts = [], []
+    for label in (data.parent / "labels" / "train").glob("*.txt"):
+        rows = [list(map(float, r.split()[1:])) for r in label.read_text().splitlines()]
+        counts.append(len(rows))
+        sizes += [max(w, h) for _, _, w, h in rows]
+    assert 1 <= min(counts) and max(counts) <= 3
+    assert min(sizes) >= 0.15  # the hard default goes down to a few pixels (0.03 of the image)
+    hard = generate(tmp_path / "hard", train=24, val=4, imgsz=160)
+    labels = (hard.parent / "labels" / "train").glob("*.txt")
+    assert min(float(r.split()[3]) for f in labels for r in f.read_text().splitlines()) < 0.1
+
+
 def test_bad_generator_arguments(tmp_path):
     with pytest.raises(ValueError, match="imgsz >= 32"):
         generate(tmp_path / "x", train=1, val=1, imgsz=8)
     with pytest.raises(ValueError, match="unknown shapes task"):
         generate(tmp_path / "x", task="depth")
+    with pytest.raises(ValueError, match="unknown shapes preset 'medium'"):
+        generate(tmp_path / "x", preset="medium")

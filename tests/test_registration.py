@@ -99,10 +99,22 @@ def test_stock_detection_model_parses_an_esmoe_yaml(tmp_path):
         assert model(torch.zeros(1, 3, 64, 64))[0].shape[0] == 1
 
 
-@pytest.mark.parametrize("name,scale", [("n.yaml", "n"), ("s", "s"), ("yolo-master-x.yaml", "x"), ("m.yml", "m")])
-def test_short_and_long_names_resolve(name, scale):
-    path, got, display = find_model_yaml(name)
-    assert path.is_file() and got == scale and display == f"yolo-master-{scale}.yaml"
+@pytest.mark.parametrize(
+    "name,scale,display",
+    [
+        ("n.yaml", "n", "yolo-master-n.yaml"),
+        ("s", "s", "yolo-master-s.yaml"),
+        ("yolo-master-x.yaml", "x", "yolo-master-x.yaml"),
+        ("m.yml", "m", "yolo-master-m.yaml"),
+        ("esmoe-n", "n", "yolo-master-esmoe-n.yaml"),  # the official releases' architectures
+        ("yolo-master-esmoe-seg-s.yaml", "s", "yolo-master-esmoe-seg-s.yaml"),
+        ("v0.1-n", "n", "yolo-master-v0.1-n.yaml"),
+        ("v0.1-seg-n.yaml", "n", "yolo-master-v0.1-seg-n.yaml"),
+    ],
+)
+def test_short_and_long_names_resolve(name, scale, display):
+    path, got, shown = find_model_yaml(name)
+    assert path.is_file() and got == scale and shown == display
 
 
 def test_unknown_model_name_lists_valid_ones():

@@ -20,7 +20,7 @@ from .engine import (
     YOLOMasterSegmentationTrainer,
 )
 from .models import TASK_MODELS
-from .zoo import find_model_yaml, load_model_yaml
+from .zoo import find_model_yaml, is_zoo_name, load_model_yaml
 
 
 class YOLOMaster(Model):
@@ -35,9 +35,9 @@ class YOLOMaster(Model):
     def __init__(self, model: str | Path = "yolo-master-n.yaml", task: str | None = None, verbose: bool = False):
         model = str(model)
         suffix = Path(model).suffix
-        if suffix in {"", ".yaml", ".yml"}:
+        if suffix in {"", ".yaml", ".yml"} or is_zoo_name(model):  # "v0.1-n" has the suffix ".1-n"
             find_model_yaml(model)  # unknown names fail here with the list of valid ones
-            model = model if suffix else f"{model}.yaml"
+            model = model if suffix in {".yaml", ".yml"} else f"{model}.yaml"
         elif suffix == ".pt" and not Path(model).is_file():
             raise FileNotFoundError(f"checkpoint '{model}' not found (YOLO-Master never downloads weights)")
         super().__init__(model=model, task=task, verbose=verbose)

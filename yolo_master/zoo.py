@@ -40,6 +40,13 @@ def zoo_names() -> list[str]:
     return [f"yolo-master-{f + '-' if f else ''}{s}.yaml" for f in FAMILIES for s in SCALES]
 
 
+def is_zoo_name(name: str | Path) -> bool:
+    """True for a zoo name such as ``n``, ``seg-s.yaml`` or ``v0.1-n`` (files are not zoo names)."""
+    path = Path(name)
+    m = _NAME.match(path.stem if path.suffix in {".yaml", ".yml"} else path.name)
+    return bool(m) and path.parent == Path(".") and (m["family"] or "") in FAMILIES
+
+
 def find_model_yaml(name: str | Path) -> tuple[Path, str | None, str]:
     """Return ``(yaml path, scale or None, display name)`` for a zoo name or an existing YAML file.
 
@@ -50,7 +57,7 @@ def find_model_yaml(name: str | Path) -> tuple[Path, str | None, str]:
     m = _NAME.match(path.stem if path.suffix in {".yaml", ".yml"} else path.name)  # "v0.1-n" has no suffix
     if path.is_file():
         return path, (m["scale"] if m else None), str(path)
-    if m and path.parent == Path(".") and (m["family"] or "") in FAMILIES:
+    if is_zoo_name(name):
         family = m["family"] or ""
         display = f"yolo-master-{family + '-' if family else ''}{m['scale']}.yaml"
         return cfg_dir() / FAMILIES[family], m["scale"], display

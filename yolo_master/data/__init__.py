@@ -7,8 +7,9 @@ from pathlib import Path
 
 from .shapes import generate
 
-BUILTIN = {
+BUILTIN = {  # name -> task (and the easy preset for shapes-easy)
     "shapes": "detect",
+    "shapes-easy": "detect",
     "shapes-seg": "segment",
     "shapes-pose": "pose",
     "shapes-obb": "obb",
@@ -23,5 +24,6 @@ def resolve_data(data):
     if key in BUILTIN and not Path(name).exists():
         from ultralytics.utils import DATASETS_DIR
 
-        return str(generate(Path(DATASETS_DIR) / key, task=BUILTIN[key]))
+        preset = "easy" if key.endswith("-easy") else "hard"
+        return str(generate(Path(DATASETS_DIR) / key, task=BUILTIN[key], preset=preset))
     return data

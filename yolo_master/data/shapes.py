@@ -33,6 +33,10 @@ CLASSES = ("circle", "square", "triangle", "star", "hexagon")
 TASKS = ("detect", "segment", "pose", "obb", "classify")
 VERSION = 2  # bump when the drawing changes, so cached copies are regenerated
 KEYPOINTS = 3
+PRESETS = {  # name -> (objects per image [low, high), circumradius as a share of the image, log-uniform)
+    "hard": ((1, 13), (0.015, 0.25)),  # the default: many scales (a few pixels to half the image) and densities
+    "easy": ((1, 4), (0.12, 0.3)),  # one to three large shapes: a detector learns them in CPU minutes
+}
 FLIP_IDX = (0, 2, 1)  # a left-right flip mirrors the angular order of the three keypoints
 
 
@@ -119,7 +123,9 @@ def _data_yaml(task: str, root: Path) -> str:
     return text
 
 
-def _write_split(task: str, tmp: Path, split: str, count: int, offset: int, imgsz: int, seed: int) -> None:
+def _write_split(
+    task: str, tmp: Path, split: str, count: int, offset: int, imgsz: int, seed: int, preset: str = "hard"
+) -> None:
     from ultralytics.utils import TQDM
 
     for i in TQDM(range(count), desc=f"Generating shapes-{task}/{split}"):
@@ -131,24 +137,39 @@ def _write_split(task: str, tmp: Path, split: str, count: int, offset: int, imgs
             folder.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(folder / f"{i:06d}.jpg"), img)
             continue
-        img, shapes = draw_scene(rng, imgsz)
+        objects, scale = PRESETS[preset]
+        img, shapes = draw_scene(rng, imgsz, count=objects, scale=scale)
         cv2.imwrite(str(tmp / "images" / split / f"{i:06d}.jpg"), img)
         rows = [label_line(task, s, imgsz) for s in shapes]
         (tmp / "labels" / split / f"{i:06d}.txt").write_text("".join(f"{r}\n" for r in rows))
 
 
-def generate(out: Path, train: int = 128, val: int = 32, imgsz: int = 320, seed: int = 0, task: str = "detect") -> Path:
+def generate(
+    out: Path,
+    train: int = 128,
+    val: int = 32,
+    imgsz: int = 320,
+    seed: int = 0,
+    task: str = "detect",
+    preset: str = "hard",
+) -> Path:
     """Write the dataset under ``out`` (atomically; an identical earlier copy is reused).
+
+    ``preset`` (detect, segment, pose, obb): ``hard`` (default) or ``easy`` (:data:`PRESETS`).
 
     Returns:
         the data YAML for detect / segment / pose / obb, the dataset folder for classify.
     """
     if task not in TASKS:
         raise ValueError(f"unknown shapes task '{task}'; choose one of {', '.join(TASKS)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown shapes preset '{preset}'; choose one of {', '.join(PRESETS)}")
     if train < 1 or val < 1 or imgsz < 32:
         raise ValueError(f"shapes needs train >= 1, val >= 1 and imgsz >= 32, got {train}, {val}, {imgsz}")
     out = Path(out)
     params = {"version": VERSION, "task": task, "train": train, "val": val, "imgsz": imgsz, "seed": seed}
+    if preset != "hard":  # the default's stamp stays as it was, so existing copies are reused
+        params["preset"] = preset
     result = out if task == "classify" else out / "data.yaml"
     stamp = out / "generator.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == params:
@@ -160,7 +181,7 @@ def generate(out: Path, train: int = 128, val: int = 32, imgsz: int = 320, seed:
             if task != "classify":
                 (tmp / "images" / split).mkdir(parents=True)
                 (tmp / "labels" / split).mkdir(parents=True)
-            _write_split(task, tmp, split, count, offset, imgsz, seed)
+            _write_split(task, tmp, split, count, offset, imgsz, seed, preset)
         if task != "classify":
             (tmp / "data.yaml").write_text(_data_yaml(task, out))
         (tmp / "generator.json").write_text(json.dumps(params))
@@ -180,8 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--val", type=int, default=32, help="validation images")
     ap.add_argument("--imgsz", type=int, default=320, help="image size in pixels (square)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--preset", choices=tuple(PRESETS), default="hard", help="hard: many scales; easy: few, large")
     a = ap.parse_args(argv)
-    print(generate(a.out, a.train, a.val, a.imgsz, a.seed, a.task))
+    print(generate(a.out, a.train, a.val, a.imgsz, a.seed, a.task, a.preset))
 
 
 if __name__ == "__main__":
