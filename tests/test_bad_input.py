@@ -40,6 +40,7 @@ def corpus(tmp_path_factory, shapes_yaml) -> Path:
     (root / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
     (root / "text.pt").write_text("this is not a checkpoint\n")
     torch.save({"weights": [1, 2, 3]}, root / "nomodel.pt")
+    torch.save(model.model.state_dict(), root / "statedict.pt")
     from ultralytics.nn.tasks import DetectionModel
 
     torch.save({"model": DetectionModel("yolo11n.yaml", verbose=False), "train_args": {}}, root / "stock.pt")
@@ -365,3 +366,136 @@ def test_own_yaml_gets_its_scale_from_the_name_or_a_warning(tmp_path, monkeypatc
     assert not any("names no scale" in w for w in warnings)
     assert YOLOMaster(tmp_path / "mine.yaml").model.yaml["scale"] == "l"
     assert any("mine.yaml names no scale: building its first one, 'l'" in w for w in warnings)
+
+
+# ------------------------------------------------------------------- values typed, ranges (issue 17)
+
+VALUES = [  # (argv, the error line names, exit status)
+    (["train", "data=shapes", "--epochs"], "'--epochs' needs a value", 2),
+    (["train", "data=shapes", "--name", "--exist_ok"], "'--name' needs a value", 2),
+    (["train", "--data"], "'--data' needs a value", 2),
+    (["train", "data=shapes", "moe=nan"], "'moe=nan' must be a finite number", 2),
+    (["train", "data=shapes", "moe=inf"], "'moe=inf' must be a finite number", 2),
+    (["train", "data=shapes", "moe=1e308"], "must be a finite number up to 100", 2),
+    (["info", "model=n.yaml", "imgsz=abc"], "imgsz", 2),
+    (["info", "model=n.yaml", "imgsz=0"], "'imgsz=0' must be between 32 and 4096", 2),
+    (["info", "model=n.yaml", "imgsz=-1"], "'imgsz=-1' must be between 32 and 4096", 2),
+    (["info", "model=n.yaml", "imgsz=8192"], "'imgsz=8192' must be between 32 and 4096", 2),
+    (["info", "model=n.yaml", "imgsz=100000"], "'imgsz=100000' must be between 32 and 4096", 2),
+    (["benchmark", "model=n.yaml", "imgsz=0"], "'imgsz=0' must be between 32 and 4096", 2),
+    (["benchmark", "model=n.yaml", "batch=0"], "'batch=0' must be an integer >= 1", 2),
+    (["export", "model=n.yaml", "format=onnx", "batch=0"], "'batch=0' must be an integer >= 1", 2),
+    (["export", "model=n.yaml", "format=onnx", "batch=-1"], "'batch=-1' must be an integer >= 1", 2),
+    (["export", "model=n.yaml", "format=onnx", "batch=1000"], "unrolled image by image", 2),
+    (["predict", "model=n.yaml", "source=.", "batch=0"], "'batch=0' must be an integer >= 1", 2),
+    (["val", "model=n.yaml"], "val needs data=", 2),
+    (["export", "model=n.yaml", "format=onnx", "int8=True"], "int8=True calibrates on images: give data=", 2),
+    (["predict", "model=n.yaml", f"source={C}/predict_bad", "imgsz=64"], "nothing was predicted", 2),
+    (["predict", "model=n.yaml", "source=nothing/*.png"], "source 'nothing/*.png' does not exist", 2),
+    (["info", f"model={C}/statedict.pt"], "holds only weights (a state_dict), not a model", 2),
+    *[
+        (["info", f"model={C}/{name}.yaml"], match, 2)
+        for name, match in (
+            ("reduction_zero", "ESMoE reduction must be >= 1, got 0"),
+            ("reduction_negative", "ESMoE reduction must be >= 1, got -8"),
+            ("scale_unknown", "'scale: q' is not one of its scales"),
+            ("width_negative", "scale 'n' must be [depth, width, max_channels], each > 0"),
+            ("depth_zero", "scale 'n' must be [depth, width, max_channels], each > 0"),
+            ("esmoe_two_inputs", "ESMoE: takes one input"),
+            ("kdist_nan", "k_dist entries must be finite non-negative numbers"),
+            ("bias_rate_inf", "bias_rate: inf': a positive finite number"),
+        )
+    ],
+]
+MODEL_YAMLS.update(
+    {
+        "reduction_zero": _yaml(CONV + "\n  - [-1, 1, ESMoE, [16, 2, 1, null, 0]]"),
+        "reduction_negative": _yaml(CONV + "\n  - [-1, 1, ESMoE, [16, 2, 1, null, -8]]"),
+        "scale_unknown": _yaml(CONV, top="nc: 2\nscale: q\nscales:\n  n: [0.5, 0.25, 1024]"),
+        "width_negative": _yaml(CONV, top="nc: 2\nscales:\n  n: [0.5, -0.25, 1024]"),
+        "depth_zero": _yaml(CONV, top="nc: 2\nscales:\n  n: [0, 0.25, 1024]"),
+        "esmoe_two_inputs": _yaml(CONV + "\n" + CONV + "\n  - [[-1, 0], 1, ESMoE, [16, 2, 1]]"),
+        "kdist_nan": _yaml(CONV + "\n  - [-1, 1, ESMoE, [16, 4, 2]]", top="nc: 2\nmoe: {k_dist: [.nan, 0.5, 0.5]}"),
+        "bias_rate_inf": _yaml(
+            CONV + "\n  - [-1, 1, ESMoE, [16, 4, 2]]", top="nc: 2\nmoe: {balance: bias, bias_rate: .inf}"
+        ),
+    }
+)
+
+
+@pytest.mark.parametrize("argv,match,status", VALUES, ids=[" ".join(a)[:60] for a, _, _ in VALUES])
+def test_a_bad_value_is_refused_before_work_starts(corpus, capsys, argv, match, status):
+    got, _, err = _call(argv, corpus, capsys)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert got == status and "Traceback" not in err, err[-2000:]
+    assert len(errors) == 1 and match in errors[0], err[-2000:]
+
+
+@pytest.mark.parametrize("source", ["0", "screen", "https://example.com/bus.jpg", "{corpus}/predict_bad/*.jpg"])
+def test_sources_ultralytics_accepts_pass_the_check(corpus, source):
+    from yolo_master.validate import check_source
+
+    check_source(source.replace(C, str(corpus)))  # webcam, screen, URL, a glob with matches: Ultralytics' to open
+
+
+def test_routes_skips_an_unreadable_image_as_predict_does(corpus, capsys, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(corpus / "predict_bad", folder)
+    cv2.imwrite(str(folder / "good.png"), np.full((64, 64, 3), 120, np.uint8))
+    argv = ["routes", "model=n.yaml", f"source={folder}", "imgsz=64", f"project={tmp_path}"]
+    status, out, err = _call(argv, corpus, capsys)
+    assert status == 0, err[-2000:]
+    assert "skipping" in out + err and "broken.jpg" in out + err
+    rows = (tmp_path / "routes" / "routes.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("good.png")
+
+
+@pytest.mark.parametrize(
+    "array,match",
+    [
+        (np.zeros((3, 64, 64), np.uint8), "channel-first"),
+        (np.random.default_rng(0).random((64, 64, 3)), r"values in \[0, 1\]"),
+        (np.zeros((64, 64, 3), bool), "got bool"),
+        (np.zeros((64, 64, 3), np.int16), "got int16"),
+        (np.full((64, 64, 3), np.nan), "NaN"),
+        (torch.rand(1, 64, 64, 3), "batch x 3 x height x width"),
+        (torch.full((1, 3, 64, 64), 2.0), r"in \[0, 1\]"),
+    ],
+)
+def test_python_api_image_arrays_are_checked(array, match):
+    from yolo_master import YOLOMaster
+
+    with pytest.raises(ValueError, match=match):
+        YOLOMaster("n.yaml").predict(array, imgsz=64, verbose=False)
+
+
+def test_python_api_train_without_data_says_so():
+    from yolo_master import YOLOMaster
+
+    with pytest.raises(ValueError, match="train needs data="):
+        YOLOMaster("n.yaml").train(data=None, epochs=1)
+
+
+def test_upcycle_never_replaces_an_existing_file_unless_told(corpus, capsys, tmp_path):
+    from ultralytics import YOLO
+
+    dense = tmp_path / "dense.pt"
+    YOLO("yolo12n.yaml").save(dense)
+    keep = tmp_path / "keep.pt"
+    keep.write_bytes(b"an unrelated file")
+    status, _, err = _call(["upcycle", f"model={dense}", f"out={keep}"], corpus, capsys)
+    assert status == 2 and "exists" in err and keep.read_bytes() == b"an unrelated file"
+    status, _, err = _call(["upcycle", f"model={dense}", f"out={keep}", "exist_ok=True"], corpus, capsys)
+    assert status == 0, err[-2000:]
+    assert keep.read_bytes() != b"an unrelated file"
+
+
+def test_a_damaged_resume_state_falls_back_to_last_pt_with_a_warning(tmp_path):
+    from types import SimpleNamespace
+
+    from yolo_master.engine import resume_state
+
+    (tmp_path / "last.pt").write_bytes(b"")
+    (tmp_path / resume_state.FILENAME).write_bytes(b"\x00" * 10)
+    trainer = SimpleNamespace(args=SimpleNamespace(resume=str(tmp_path / "last.pt")))
+    assert resume_state.load(trainer, {"epoch": 1, "updates": 8}) is None  # and Ultralytics' resume goes on

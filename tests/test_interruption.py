@@ -109,3 +109,69 @@ def test_resumed_run_reaches_the_weights_of_an_uninterrupted_one(tmp_path):
     biases = [name for name in resumed["model"] if name.endswith("selection_bias")]
     assert len(biases) == 3 and all(resumed["model"][b].abs().sum() > 0 for b in biases)  # the bias did move
     assert all(torch.equal(resumed["ema"][b], resumed["model"][b]) for b in biases)  # the EMA holds a copy
+
+
+def _train_args(data, tmp_path, name: str, epochs: int = 2) -> list[str]:
+    return [
+        "train", "model=n.yaml", f"data={data}", f"epochs={epochs}", "imgsz=64", "batch=8", "workers=0", "seed=0",
+        "device=cpu", "plots=False", "val=False", f"project={tmp_path}", f"name={name}",
+    ]  # fmt: skip
+
+
+def test_resuming_a_copied_run_writes_into_the_copy(tmp_path):
+    import shutil
+
+    data = generate(tmp_path / "data", train=16, val=4, imgsz=64, seed=0)
+    proc = run_cli("SIGKILL", "1", "1", *_train_args(data, tmp_path, "orig"), cwd=tmp_path, wrapper=KILLER)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    shutil.copytree(tmp_path / "orig", tmp_path / "orig_copy")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "orig" / "weights").iterdir()}
+    csv_before = (tmp_path / "orig" / "results.csv").read_text()
+    last = tmp_path / "orig_copy" / "weights" / "last.pt"
+    proc = run_cli("train", "resume=True", f"model={last}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming into {(tmp_path / 'orig_copy').resolve()}" in proc.stdout + proc.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "orig" / "weights").iterdir()} == before  # untouched
+    assert (tmp_path / "orig" / "results.csv").read_text() == csv_before
+    results = list(csv.DictReader((tmp_path / "orig_copy" / "results.csv").open()))
+    assert [int(float(r["epoch"])) for r in results] == [1, 2]
+
+
+def test_a_second_run_into_a_folder_in_use_refuses_and_the_first_is_intact(tmp_path):
+    import os
+    import subprocess
+    import time
+
+    from conftest import cli_command
+
+    data = generate(tmp_path / "data", train=16, val=4, imgsz=64, seed=0)
+    args = [*_train_args(data, tmp_path, "same", epochs=3), "exist_ok=True"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    pipe = subprocess.PIPE
+    first = subprocess.Popen([*cli_command(), *args], cwd=tmp_path, env=env, stdout=pipe, stderr=pipe, text=True)
+    lock = tmp_path / "same" / ".lock"
+    for _ in range(600):
+        if lock.exists() or first.poll() is not None:
+            break
+        time.sleep(0.1)
+    second = run_cli(*args, cwd=tmp_path)
+    _, first_err = first.communicate(timeout=600)
+    assert first.returncode == 0, first_err[-3000:]
+    errors = [line for line in second.stderr.splitlines() if "error:" in line]
+    assert second.returncode == 2 and len(errors) == 1 and f"in use by process {first.pid}" in errors[0]
+    results = list(csv.DictReader((tmp_path / "same" / "results.csv").open()))
+    assert [int(float(r["epoch"])) for r in results] == [1, 2, 3]  # one run's epochs, in order
+    assert not lock.exists()  # released when the first run ended
+
+
+def test_a_stale_lock_from_a_killed_run_is_taken_over(tmp_path):
+    from yolo_master.engine.run_lock import RunLock
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".lock").write_text("999999999")  # no such process
+    lock = RunLock(folder)
+    lock.acquire()
+    assert lock.holder() == __import__("os").getpid()
+    lock.release()
+    assert not (folder / ".lock").exists()

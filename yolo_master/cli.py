@@ -84,6 +84,13 @@ def _value(text: str):
     return text
 
 
+def _is_flag(key: str) -> bool:
+    """Keys whose bare ``--key`` means ``key=True``: Ultralytics' true / false keys (``--half``, ``--exist_ok``)."""
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    return isinstance(DEFAULT_CFG_DICT.get(key.replace("-", "_")), bool)
+
+
 def parse_args(argv: list[str]) -> dict:
     """``key=value`` and ``--key value`` / ``--key=value`` / ``--flag`` tokens -> ``{key: value}``."""
     out: dict = {}
@@ -107,8 +114,10 @@ def parse_args(argv: list[str]) -> dict:
             elif i + 1 < len(argv) and not argv[i + 1].startswith("--") and "=" not in argv[i + 1]:
                 put(body, _value(argv[i + 1]), token)
                 i += 1
-            else:
+            elif _is_flag(body):
                 put(body, True, token)
+            else:
+                raise UsageError(f"'{token}' needs a value, e.g. {token} VALUE (only true/false keys stand alone)")
         elif "=" in token:
             key, text = token.split("=", 1)
             if not key or not text:
@@ -160,13 +169,28 @@ def check_keys(mode: str, args: dict) -> None:
 
     check_cfg({k: v for k, v in args.items() if k not in EXTRA_HYP and k not in MODE_KEYS.get(mode, ())})
     pop_extra_hyp({k: v for k, v in args.items() if k in EXTRA_HYP})
+    check_values(mode, args)
+
+
+def check_values(mode: str, args: dict) -> None:
+    """Ranges and forms Ultralytics' type check lets through (``validate.py``)."""
+    from . import validate
+
+    if "imgsz" in args:
+        validate.check_imgsz(args["imgsz"])
+    if "batch" in args and mode != "benchmark":
+        validate.check_batch(mode, args["batch"])
+    if mode == "export":
+        validate.check_export_batch(args.get("batch", 1), bool(args.get("dynamic")), args.get("strategy"))
+    if mode in {"predict", "routes"} and "source" in args:
+        validate.check_source(args["source"])
 
 
 # Modes of ours that take only some keys (the others pass everything on to Ultralytics).
 MODE_ONLY = {
     "routes": {"model", "source", "imgsz", "project", "name"},
     "benchmark": {"model", "compare", "imgsz", "batch", "runs", "warmup", "threads", "project", "name"},
-    "upcycle": {"model", "to", "experts", "split", "layout", "out", "seed"},
+    "upcycle": {"model", "to", "experts", "split", "layout", "out", "seed", "exist_ok"},
     "convert": {"model", "out", "top_k", "exist_ok"},
 }
 
@@ -192,20 +216,30 @@ def run(mode: str, args: dict):
         return run_upcycle(args)
     if mode == "convert":
         return run_convert(args)
+    from .validate import image_size
+
     model = YOLOMaster(args.pop("model", "yolo-master-n.yaml"))
     if mode == "info":
-        print(model_info(model, imgsz=args.get("imgsz", 640)))
+        print(model_info(model, imgsz=image_size(args.get("imgsz", 640))))
         return None
-    if mode in {"predict", "routes"} and not Path(str(args["source"])).exists() and "://" not in str(args["source"]):
-        raise FileNotFoundError(f"source '{args['source']}' does not exist")
     if mode == "routes":
         from .routes import routes
 
+        if "imgsz" in args:
+            args["imgsz"] = image_size(args["imgsz"])
         png = routes(model, args.pop("source"), **args)
         print(f"routes written to {png} and {png.with_suffix('.csv')}")
         return png
     if mode == "predict":
         args.setdefault("save", True)
+        results = model.predict(**args)
+        if not results and not args.get("stream"):
+            raise ValueError(f"nothing was predicted: no readable image or video in source={args['source']}")
+        return results
+    if mode == "val" and not args.get("data") and not model.overrides.get("data"):
+        raise UsageError("val needs data=... (this model records no dataset), e.g. data=shapes")
+    if mode == "export" and (args.get("int8") or str(args.get("quantize")) == "8") and not args.get("data"):
+        raise UsageError("int8=True calibrates on images: give data=..., e.g. data=shapes")
     return getattr(model, mode)(**args)
 
 
@@ -217,6 +251,12 @@ def run_benchmark(args: dict):
     for key in ("runs", "warmup", "imgsz", "batch", "threads"):
         if key in args and (isinstance(args[key], bool) or not isinstance(args[key], int)):
             raise UsageError(f"'{key}={args[key]}' must be an integer")
+    from .validate import check_batch, image_size
+
+    if "imgsz" in args:
+        args["imgsz"] = image_size(args["imgsz"])
+    if "batch" in args:
+        check_batch("benchmark", args["batch"])
     table, out_dir = benchmark(models, **args)
     print(table)
     print(f"written to {out_dir / 'benchmark.md'} and {out_dir / 'benchmark.csv'}")
@@ -322,12 +362,18 @@ def main(argv: list[str] | None = None) -> int:
         run(mode, args)
         return 0
     except KeyboardInterrupt:
-        print("yolo-master: interrupted (a training run keeps its last.pt; continue with resume=True)", file=sys.stderr)
+        print(
+            "yolo-master: interrupted (a training run keeps the last.pt of its last finished epoch, if one finished; "
+            "continue with resume=True model=.../weights/last.pt)",
+            file=sys.stderr,
+        )
         return 130
     except Exception as e:  # one readable line instead of a traceback; YOLO_MASTER_DEBUG=1 shows it
         if os.environ.get("YOLO_MASTER_DEBUG"):
             raise
-        status = 2 if isinstance(e, (UsageError, FileNotFoundError, ValueError, TypeError, SyntaxError)) else 1
+        usage = isinstance(e, (UsageError, FileNotFoundError, ValueError, TypeError, SyntaxError))
+        usage |= isinstance(e, RuntimeError) and str(e).startswith("Dataset '")  # Ultralytics: the data pointed at
+        status = 2 if usage else 1
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"yolo-master {mode}: error: {message}", file=sys.stderr)
         return status

@@ -23,6 +23,17 @@ from .models import TASK_MODELS
 from .zoo import find_model_yaml, is_zoo_name, load_model_yaml
 
 
+def holds_only_weights(path) -> bool:
+    """True for a ``.pt`` that is a plain ``{name: tensor}`` state_dict (read with ``weights_only``)."""
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(obj, dict) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
+
+
 class YOLOMaster(Model):
     """YOLO-Master model from a zoo name (``'n.yaml'``), a model YAML, or a ``.pt`` checkpoint.
 
@@ -65,13 +76,30 @@ class YOLOMaster(Model):
             self.task = info.task
             self.overrides = {**self.model.args, "model": str(weights), "task": self.task}
             return
-        super()._load(weights, task)
+        try:
+            super()._load(weights, task)
+        except Exception:
+            if holds_only_weights(weights):
+                raise ValueError(
+                    f"'{weights}' holds only weights (a state_dict), not a model: build the architecture, e.g. "
+                    "m = YOLOMaster('n.yaml'), then m.model.load_state_dict(torch.load(path))"
+                ) from None
+            raise
 
     def train(self, trainer=None, **kwargs: Any):
         """Ultralytics ``train`` plus ``data=shapes`` (generated offline) and the ``moe`` gain."""
+        if not kwargs.get("resume") and kwargs.get("data") in (None, "") and not (self.ckpt or {}).get("train_args"):
+            raise ValueError("train needs data=..., e.g. model.train(data='shapes', epochs=3)")
         if "data" in kwargs:
             kwargs["data"] = resolve_data(kwargs["data"])
         return super().train(trainer=trainer, **kwargs)
+
+    def predict(self, source=None, stream: bool = False, predictor=None, **kwargs: Any):
+        """Ultralytics ``predict``; image arrays and tensors are checked first (shape, dtype, range)."""
+        from .validate import check_image_arrays
+
+        check_image_arrays(source)
+        return super().predict(source=source, stream=stream, predictor=predictor, **kwargs)
 
     def val(self, validator=None, **kwargs: Any):
         """Ultralytics ``val`` plus ``data=shapes``."""

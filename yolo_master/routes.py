@@ -44,10 +44,13 @@ def collect_routes(model, source, imgsz: int = 640) -> tuple[list[str], list[str
     e_max = max(m.num_experts for m in layers.values())
     letterbox = LetterBox(new_shape=(imgsz, imgsz), auto=False)
     names, rows = [], []
+    from ultralytics.utils import LOGGER
+
     for file in image_files(source):
         img = cv2.imread(str(file))
-        if img is None:
-            raise ValueError(f"cannot read image '{file}'")
+        if img is None:  # as predict does: say so and go on
+            LOGGER.warning(f"routes: skipping '{file}', which is not a readable image")
+            continue
         x = letterbox(image=img)[..., ::-1].transpose(2, 0, 1) / 255.0
         with torch.inference_mode():
             net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])
@@ -57,6 +60,8 @@ def collect_routes(model, source, imgsz: int = 640) -> tuple[list[str], list[str
             row[i, : dense.shape[0]] = dense
         names.append(file.name)
         rows.append(row)
+    if not rows:
+        raise ValueError(f"no readable image in '{source}'")
     return names, list(layers), np.stack(rows)
 
 

@@ -8,6 +8,7 @@ a ``from`` index pointing forward ends in a KeyError / IndexError deep inside it
 from __future__ import annotations
 
 import importlib
+import math
 
 import torch
 
@@ -22,6 +23,11 @@ def _module_exists(name: str) -> bool:
     return name in BLOCKS or hasattr(importlib.import_module("ultralytics.nn.tasks"), name)
 
 
+def _number(value) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -31,6 +37,19 @@ def check_model_dict(d: dict, source: str = "model YAML") -> None:
     nc = d.get("nc")
     if nc is not None and (not _is_int(nc) or nc < 1):
         raise ValueError(f"{source}: nc must be a positive integer (the number of classes), got {nc!r}")
+    scales = d.get("scales")
+    if scales is not None:
+        if not isinstance(scales, dict) or not scales:
+            raise ValueError(f"{source}: 'scales' must map a scale name to [depth, width, max_channels]")
+        for name, values in scales.items():
+            ok = isinstance(values, list) and len(values) == 3 and all(_number(v) and v > 0 for v in values)
+            if not ok:
+                raise ValueError(
+                    f"{source}: scale '{name}' must be [depth, width, max_channels], each > 0, got {values!r}"
+                )
+    scale = d.get("scale")
+    if scale and scales and scale not in scales:
+        raise ValueError(f"{source}: 'scale: {scale}' is not one of its scales ({', '.join(map(str, scales))})")
     for part in ("backbone", "head"):
         if not isinstance(d.get(part), list) or not d[part]:
             raise ValueError(f"{source}: '{part}' must be a non-empty list of [from, repeats, module, args] rows")
@@ -49,6 +68,8 @@ def check_model_dict(d: dict, source: str = "model YAML") -> None:
         if not isinstance(args, list):
             raise ValueError(f"{where}: args must be a list, got {args!r}")
         if name in BLOCKS:
+            if isinstance(f, list) and len(f) != 1:
+                raise ValueError(f"{where} {name}: takes one input ('from' a single layer, e.g. -1), got {f!r}")
             if not args or not _is_int(args[0]) or args[0] < 1:
                 raise ValueError(
                     f"{where} {name}: the first arg is the output channels c2, a positive integer; got {args!r}"

@@ -25,6 +25,7 @@ FAMILIES = {  # name prefix -> family YAML (each with a `scales:` table)
     "esmoe-cls": "official/yolo-master-esmoe-cls.yaml",
     "v0.1": "official/yolo-master-v0.1.yaml",
     "v0.1-seg": "official/yolo-master-v0.1-seg.yaml",
+    "himoe": "detect/yolo-master-himoe.yaml",  # hierarchical routing (README "Routing options")
 }
 # "[yolo-master-][family-]scale"; a user's own YAML file may have any prefix ("my_data2-s.yaml")
 _NAME = re.compile(rf"^(?:yolo-master-)?(?:(?P<family>[a-z0-9_.-]+)-)?(?P<scale>[{SCALES}])$")
@@ -40,11 +41,21 @@ def zoo_names() -> list[str]:
     return [f"yolo-master-{f + '-' if f else ''}{s}.yaml" for f in FAMILIES for s in SCALES]
 
 
-def is_zoo_name(name: str | Path) -> bool:
-    """True for a zoo name such as ``n``, ``seg-s.yaml`` or ``v0.1-n`` (files are not zoo names)."""
+def _match(name: str | Path):
+    """The name's family and scale (``None`` for a family named without one, e.g. ``yolo-master-himoe.yaml``)."""
     path = Path(name)
-    m = _NAME.match(path.stem if path.suffix in {".yaml", ".yml"} else path.name)
-    return bool(m) and path.parent == Path(".") and (m["family"] or "") in FAMILIES
+    stem = path.stem if path.suffix in {".yaml", ".yml"} else path.name
+    m = _NAME.match(stem)
+    if m:
+        return m["family"] or "", m["scale"]
+    family = stem.removeprefix("yolo-master-")
+    return (family, None) if stem.startswith("yolo-master-") and family in FAMILIES else None
+
+
+def is_zoo_name(name: str | Path) -> bool:
+    """True for a zoo name such as ``n``, ``seg-s.yaml``, ``v0.1-n`` or ``yolo-master-himoe.yaml``."""
+    found = _match(name)
+    return found is not None and Path(name).parent == Path(".") and found[0] in FAMILIES
 
 
 def find_model_yaml(name: str | Path) -> tuple[Path, str | None, str]:
@@ -54,13 +65,13 @@ def find_model_yaml(name: str | Path) -> tuple[Path, str | None, str]:
         FileNotFoundError: one line listing the valid names when ``name`` is neither.
     """
     path = Path(name)
-    m = _NAME.match(path.stem if path.suffix in {".yaml", ".yml"} else path.name)  # "v0.1-n" has no suffix
+    found = _match(name)
     if path.is_file():
-        return path, (m["scale"] if m else None), str(path)
+        return path, (found[1] if found else None), str(path)
     if is_zoo_name(name):
-        family = m["family"] or ""
-        display = f"yolo-master-{family + '-' if family else ''}{m['scale']}.yaml"
-        return cfg_dir() / FAMILIES[family], m["scale"], display
+        family, scale = found
+        display = f"yolo-master-{family + '-' if family else ''}{scale or ''}".rstrip("-") + ".yaml"
+        return cfg_dir() / FAMILIES[family], scale, display
     raise FileNotFoundError(
         f"unknown model '{name}': not a file and not a zoo name; valid names: {', '.join(zoo_names())} "
         "(short forms like 'n.yaml' or 'seg-n.yaml' work too)"

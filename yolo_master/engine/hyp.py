@@ -7,9 +7,12 @@ reads them. Validators never see them (``integration.runtime.hidden_keys``).
 
 from __future__ import annotations
 
+import math
+
 from ..models.moe_loss import DEFAULT_MOE_GAIN
 
 EXTRA_HYP = {"moe": DEFAULT_MOE_GAIN}  # name -> default
+MAX_GAIN = 100.0  # far above any useful weight; larger values swamp the task loss (or overflow)
 
 
 def pop_extra_hyp(overrides: dict) -> dict:
@@ -25,6 +28,8 @@ def pop_extra_hyp(overrides: dict) -> dict:
             raise TypeError(f"'{key}={raw}' must be a number, e.g. '{key}={default}'") from None
         if value < 0:
             raise ValueError(f"'{key}={raw}' must be >= 0 (0 turns the MoE balancing loss off)")
+        if not math.isfinite(value) or value > MAX_GAIN:
+            raise ValueError(f"'{key}={raw}' must be a finite number up to {MAX_GAIN:g} (the paper uses 0.5-1.5)")
         extra[key] = value
     return extra
 

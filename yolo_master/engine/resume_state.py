@@ -82,8 +82,14 @@ def load(trainer, ckpt: dict) -> dict | None:
     if not path.exists():
         why = f"no {FILENAME} beside it"
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if (state["epoch"], state["updates"]) != (ckpt.get("epoch"), ckpt.get("updates")):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # empty, truncated, another file under this name
+            state, why = None, f"{path} is damaged ({type(e).__name__}), ignored"
+    if why is None:
+        if not isinstance(state, dict) or not {"epoch", "updates", "model", "ema", "optimizer"} <= set(state):
+            why = f"{path} is not a resume state, ignored"
+        elif (state["epoch"], state["updates"]) != (ckpt.get("epoch"), ckpt.get("updates")):
             why = f"{FILENAME} is from another epoch"
         elif state["model"].keys() != tensors(unwrap_model(trainer.model)).keys():
             why = f"{FILENAME} is for another model"

@@ -22,8 +22,27 @@ from .atomic import replace_atomically
 from .hyp import EXTRA_HYP, apply_extra_hyp, pop_extra_hyp
 from .router_updates import step_routers
 from .routing_stats import RoutingStats
+from .run_lock import RunLock
 
 STAGING = ".saving"  # hidden: Ultralytics' `resume=True` search (a glob for last*.pt) skips it
+
+
+def run_folder(cfg, overrides: dict) -> Path | None:
+    """The existing run folder a training will write into, when that is known before it starts: the folder
+    of the checkpoint a resume continues, or ``project/name`` with ``exist_ok=True``; else ``None``."""
+    from ultralytics.cfg import get_cfg, get_save_dir
+
+    resume = overrides.get("resume")
+    if resume:
+        last = Path(str(resume if isinstance(resume, (str, Path)) else overrides.get("model", "")))
+        if last.suffix != ".pt" or not last.is_file():
+            return None
+        return Path(overrides.get("save_dir") or (last.parent.parent if last.parent.name == "weights" else last.parent))
+    try:
+        args = get_cfg(cfg, overrides)
+    except Exception:  # Ultralytics reports bad overrides itself, in its own words
+        return None
+    return Path(get_save_dir(args)) if args.exist_ok or getattr(args, "save_dir", None) else None
 
 
 class MoETrainerMixin:
@@ -42,11 +61,38 @@ class MoETrainerMixin:
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks=None) -> None:
         overrides = dict(overrides or {})
         given = pop_extra_hyp(overrides)
+        # An existing run folder is locked before Ultralytics' setup touches it (it rewrites args.yaml and
+        # deletes results.csv); a new, incremented one once it exists.
+        expected = run_folder(cfg, overrides) if RANK in {-1, 0} else None
+        self.run_lock = RunLock(expected) if expected else None
+        if self.run_lock:
+            self.run_lock.acquire()
         super().__init__(cfg, overrides, _callbacks)
         apply_extra_hyp(self.args, given)
+        if RANK in {-1, 0} and (self.run_lock is None or Path(expected).resolve() != Path(self.save_dir).resolve()):
+            if self.run_lock:
+                self.run_lock.release()
+            self.run_lock = RunLock(self.save_dir)
+            self.run_lock.acquire()
+        if self.run_lock:
+            self.add_callback("on_train_end", self.run_lock.release)
         self.routing_stats = RoutingStats()
         self.routing_stats.attach(self)
         self.add_callback("on_train_epoch_start", resume_state.reseed_epoch)
+
+    def check_resume(self, overrides):
+        """Ultralytics' resume, writing where the checkpoint lives: a copied run resumes into the copy."""
+        super().check_resume(overrides)
+        if not self.resume:
+            return
+        from ultralytics.utils import LOGGER
+
+        last = Path(self.args.resume).resolve()
+        run_dir = last.parent.parent if last.parent.name == "weights" else last.parent
+        recorded = getattr(self.args, "save_dir", None)
+        if "save_dir" not in overrides and recorded and Path(recorded).resolve() != run_dir:
+            LOGGER.warning(f"{last} was written by the run in {recorded}; resuming into {run_dir}, where it lives")
+            self.args.save_dir = str(run_dir)
 
     def task_model_kwargs(self) -> dict:
         """Task-specific constructor arguments (pose: the keypoint shape)."""
@@ -114,6 +160,20 @@ class YOLOMasterPoseTrainer(MoETrainerMixin, PoseTrainer):
     """Pose: box / pose / kobj / cls / dfl / moe losses."""
 
     task_name = "pose"
+
+    def check_resume(self, overrides):
+        """Ultralytics' resume, writing where the checkpoint lives: a copied run resumes into the copy."""
+        super().check_resume(overrides)
+        if not self.resume:
+            return
+        from ultralytics.utils import LOGGER
+
+        last = Path(self.args.resume).resolve()
+        run_dir = last.parent.parent if last.parent.name == "weights" else last.parent
+        recorded = getattr(self.args, "save_dir", None)
+        if "save_dir" not in overrides and recorded and Path(recorded).resolve() != run_dir:
+            LOGGER.warning(f"{last} was written by the run in {recorded}; resuming into {run_dir}, where it lives")
+            self.args.save_dir = str(run_dir)
 
     def task_model_kwargs(self) -> dict:
         return {"data_kpt_shape": self.data["kpt_shape"]}

@@ -108,6 +108,7 @@ def upcycle(
     layout: str = "graft",
     out: str | Path | None = None,
     seed: int = 0,
+    exist_ok: bool = False,
 ) -> tuple[Path, UpcycleReport]:
     """Upcycle the dense checkpoint ``model`` and write ``<stem>-moe.pt`` beside it (or ``out``).
 
@@ -120,6 +121,7 @@ def upcycle(
             ``target`` (the target YAML exactly; only matching layers load).
         out: output path.
         seed: seed of the new random weights (routers).
+        exist_ok: replace an existing output file (refused otherwise).
 
     Returns:
         ``(output path, report)``.
@@ -132,6 +134,8 @@ def upcycle(
     path = Path(out) if out else Path(str(model)).with_name(f"{Path(str(model)).stem}-moe.pt")
     if path.resolve() == Path(str(model)).resolve():
         raise UpcycleError(f"out={out} would overwrite the dense checkpoint: choose another name")
+    if path.exists() and not exist_ok:
+        raise UpcycleError(f"{path} exists: choose another out=, or pass exist_ok=True to replace it")
     dense, ckpt = load_dense(model)
     if any(isinstance(m, FFNMoE) for m in dense.modules()):
         raise UpcycleError(f"'{model}' is already upcycled (it has FFN-MoE blocks)")
