@@ -41,6 +41,8 @@ def corpus(tmp_path_factory, shapes_yaml) -> Path:
     (root / "text.pt").write_text("this is not a checkpoint\n")
     torch.save({"weights": [1, 2, 3]}, root / "nomodel.pt")
     torch.save(model.model.state_dict(), root / "statedict.pt")
+    finished = {"model": model.model, "train_args": {"data": "shapes"}, "epoch": -1, "optimizer": None}
+    torch.save(finished, root / "finished.pt")  # what a run that finished leaves: stripped
     from ultralytics.nn.tasks import DetectionModel
 
     torch.save({"model": DetectionModel("yolo11n.yaml", verbose=False), "train_args": {}}, root / "stock.pt")
@@ -393,6 +395,7 @@ VALUES = [  # (argv, the error line names, exit status)
     (["predict", "model=n.yaml", f"source={C}/predict_bad", "imgsz=64"], "nothing was predicted", 2),
     (["predict", "model=n.yaml", "source=nothing/*.png"], "source 'nothing/*.png' does not exist", 2),
     (["info", f"model={C}/statedict.pt"], "holds only weights (a state_dict), not a model", 2),
+    (["train", "resume=True", f"model={C}/finished.pt"], "is from a finished run: nothing to resume", 2),
     *[
         (["info", f"model={C}/{name}.yaml"], match, 2)
         for name, match in (

@@ -90,6 +90,12 @@ class YOLOMaster(Model):
         """Ultralytics ``train`` plus ``data=shapes`` (generated offline) and the ``moe`` gain."""
         if not kwargs.get("resume") and kwargs.get("data") in (None, "") and not (self.ckpt or {}).get("train_args"):
             raise ValueError("train needs data=..., e.g. model.train(data='shapes', epochs=3)")
+        finished = self.ckpt is not None and (self.ckpt.get("epoch", -1) < 0 or self.ckpt.get("optimizer") is None)
+        if kwargs.get("resume") is True and finished:  # Ultralytics would start a new run on its default dataset
+            raise ValueError(
+                f"{self.ckpt_path} is from a finished run: nothing to resume; to train it further, start a new run "
+                f"from it (model={self.ckpt_path} data=... epochs=...)"
+            )
         if "data" in kwargs:
             kwargs["data"] = resolve_data(kwargs["data"])
         return super().train(trainer=trainer, **kwargs)
