@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from yolo_master import YOLOMaster
+from yolo_master.upcycle.pipeline import output_tensors
 
 FIXTURES = Path(__file__).parent / "fixtures" / "compat"
 NAMES = ("detect_n", "options_shared_kdist_bias", "options_soft", "himoe", "upcycled")
@@ -21,21 +22,7 @@ NAMES = ("detect_n", "options_shared_kdist_bias", "options_soft", "himoe", "upcy
 
 def flat_outputs(model, x) -> list[torch.Tensor]:
     with torch.no_grad():
-        out = model.float().eval()(x)
-    flat = []
-
-    def walk(o):
-        if torch.is_tensor(o):
-            flat.append(o)
-        elif isinstance(o, dict):
-            for v in o.values():
-                walk(v)
-        elif isinstance(o, (list, tuple)):
-            for v in o:
-                walk(v)
-
-    walk(out)
-    return flat
+        return output_tensors(model.float().eval()(x))
 
 
 def assert_same_outputs(model, ref: dict) -> None:

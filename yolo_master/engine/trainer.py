@@ -27,6 +27,11 @@ from .run_lock import RunLock
 STAGING = ".saving"  # hidden: Ultralytics' `resume=True` search (a glob for last*.pt) skips it
 
 
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to (``run/weights/last.pt`` -> ``run``)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "weights" else checkpoint.parent
+
+
 def run_folder(cfg, overrides: dict) -> Path | None:
     """The existing run folder a training will write into, when that is known before it starts: the folder
     of the checkpoint a resume continues, or ``project/name`` with ``exist_ok=True``; else ``None``."""
@@ -37,7 +42,7 @@ def run_folder(cfg, overrides: dict) -> Path | None:
         last = Path(str(resume if isinstance(resume, (str, Path)) else overrides.get("model", "")))
         if last.suffix != ".pt" or not last.is_file():
             return None
-        return Path(overrides.get("save_dir") or (last.parent.parent if last.parent.name == "weights" else last.parent))
+        return Path(overrides.get("save_dir") or run_dir_of(last))
     try:
         args = get_cfg(cfg, overrides)
     except Exception:  # Ultralytics reports bad overrides itself, in its own words
@@ -88,7 +93,7 @@ class MoETrainerMixin:
         from ultralytics.utils import LOGGER
 
         last = Path(self.args.resume).resolve()
-        run_dir = last.parent.parent if last.parent.name == "weights" else last.parent
+        run_dir = run_dir_of(last)
         recorded = getattr(self.args, "save_dir", None)
         if "save_dir" not in overrides and recorded and Path(recorded).resolve() != run_dir:
             LOGGER.warning(f"{last} was written by the run in {recorded}; resuming into {run_dir}, where it lives")
@@ -160,20 +165,6 @@ class YOLOMasterPoseTrainer(MoETrainerMixin, PoseTrainer):
     """Pose: box / pose / kobj / cls / dfl / moe losses."""
 
     task_name = "pose"
-
-    def check_resume(self, overrides):
-        """Ultralytics' resume, writing where the checkpoint lives: a copied run resumes into the copy."""
-        super().check_resume(overrides)
-        if not self.resume:
-            return
-        from ultralytics.utils import LOGGER
-
-        last = Path(self.args.resume).resolve()
-        run_dir = last.parent.parent if last.parent.name == "weights" else last.parent
-        recorded = getattr(self.args, "save_dir", None)
-        if "save_dir" not in overrides and recorded and Path(recorded).resolve() != run_dir:
-            LOGGER.warning(f"{last} was written by the run in {recorded}; resuming into {run_dir}, where it lives")
-            self.args.save_dir = str(run_dir)
 
     def task_model_kwargs(self) -> dict:
         return {"data_kpt_shape": self.data["kpt_shape"]}
