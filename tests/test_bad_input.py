@@ -58,6 +58,7 @@ def corpus(tmp_path_factory, shapes_yaml) -> Path:
         "tiny",
         "huge",
         "empty_images",
+        "empty_jpg",
     ):
         shutil.copytree(good, root / name)
         text = (good / "data.yaml").read_text().replace(str(good.resolve()), str((root / name).resolve()))
@@ -68,6 +69,7 @@ def corpus(tmp_path_factory, shapes_yaml) -> Path:
     raw = img.read_bytes()
     (root / "truncated_jpg" / val / "zz_cut.jpg").write_bytes(raw[: len(raw) // 2])
     (root / "corrupt_png" / val / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    (root / "empty_jpg" / val / "zz_empty.jpg").write_bytes(b"")
     (root / "label_range" / "labels" / "val" / "000000.txt").write_text("42 0.5 0.5 0.2 0.2\n")
     (root / "label_columns" / "labels" / "val" / "000000.txt").write_text("1 0.5 0.5\n")
     gray = cv2.cvtColor(cv2.imread(str(img)), cv2.COLOR_BGR2GRAY)
@@ -84,6 +86,8 @@ def corpus(tmp_path_factory, shapes_yaml) -> Path:
         (root / f"{name}.yaml").write_text(text)
     (root / "predict_bad").mkdir()
     (root / "predict_bad" / "broken.jpg").write_bytes(b"not an image")
+    (root / "only_broken").mkdir()  # left as it is by every test: nothing readable in it
+    (root / "only_broken" / "broken.jpg").write_bytes(b"not an image")
     return root
 
 
@@ -239,6 +243,7 @@ SKIPPED_WITH_WARNING = [  # (dataset, the file or label the warning must name)
     ("label_range", "000000"),
     ("label_columns", "000000"),
     ("tiny", "zz_tiny.jpg"),
+    ("empty_jpg", "zz_empty.jpg"),  # 0 bytes: "cannot identify image file", not a missing pi_heif
 ]
 ACCEPTED = ["truncated_jpg", "gray", "sixteen_bit", "huge"]  # read as they are (or restored), no error
 
@@ -283,6 +288,7 @@ def test_broken_images_and_labels_are_skipped_with_a_warning(corpus, capsys, dat
     assert status == 0, err[-2000:]
     warnings = [line for line in (out + err).splitlines() if "ignoring corrupt image/label" in line and named in line]
     assert len(warnings) == 1, (out + err)[-3000:]
+    assert "No module named" not in warnings[0]  # the reason is the file's, not an optional import's
 
 
 def test_unreadable_image_in_a_predict_folder_is_skipped_with_a_warning(corpus, capsys):
@@ -392,7 +398,7 @@ VALUES = [  # (argv, the error line names, exit status)
     (["predict", "model=n.yaml", "source=.", "batch=0"], "'batch=0' must be an integer >= 1", 2),
     (["val", "model=n.yaml"], "val needs data=", 2),
     (["export", "model=n.yaml", "format=onnx", "int8=True"], "int8=True calibrates on images: give data=", 2),
-    (["predict", "model=n.yaml", f"source={C}/predict_bad", "imgsz=64"], "nothing was predicted", 2),
+    (["predict", "model=n.yaml", f"source={C}/only_broken", "imgsz=64"], "nothing was predicted", 2),
     (["predict", "model=n.yaml", "source=nothing/*.png"], "source 'nothing/*.png' does not exist", 2),
     (["info", f"model={C}/statedict.pt"], "holds only weights (a state_dict), not a model", 2),
     (["train", "resume=True", f"model={C}/finished.pt"], "is from a finished run: nothing to resume", 2),
@@ -443,7 +449,7 @@ def test_sources_ultralytics_accepts_pass_the_check(corpus, source):
 
 def test_routes_skips_an_unreadable_image_as_predict_does(corpus, capsys, tmp_path):
     folder = tmp_path / "mixed"
-    shutil.copytree(corpus / "predict_bad", folder)
+    shutil.copytree(corpus / "only_broken", folder)
     cv2.imwrite(str(folder / "good.png"), np.full((64, 64, 3), 120, np.uint8))
     argv = ["routes", "model=n.yaml", f"source={folder}", "imgsz=64", f"project={tmp_path}"]
     status, out, err = _call(argv, corpus, capsys)

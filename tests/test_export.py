@@ -219,7 +219,7 @@ def test_gpu_check_dry_run_exercises_every_path(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in out.read_text().splitlines() if line.startswith("| yolo")]
-    assert [r.split("|")[1].strip() for r in rows] == ["yolo-master-n", "yolo11n", "yolo12n"]
+    assert [r.split("|")[1].strip() for r in rows] == ["yolo-master-n", "yolo-master-esmoe-n", "yolo11n", "yolo12n"]
 
 
 # ONNX ops TensorRT's parser supports (TensorRT 8.6 / 10 operator list) that an exported model may use.

@@ -84,11 +84,15 @@ def _value(text: str):
     return text
 
 
+DEPRECATED_FLAGS = {"half", "int8", "boxes", "hide_labels", "hide_conf"}  # true/false keys Ultralytics maps on
+
+
 def _is_flag(key: str) -> bool:
-    """Keys whose bare ``--key`` means ``key=True``: Ultralytics' true / false keys (``--half``, ``--exist_ok``)."""
+    """Keys whose bare ``--key`` means ``key=True``: Ultralytics' true / false keys (``--exist_ok``, ``--half``)."""
     from ultralytics.utils import DEFAULT_CFG_DICT
 
-    return isinstance(DEFAULT_CFG_DICT.get(key.replace("-", "_")), bool)
+    key = key.replace("-", "_")
+    return isinstance(DEFAULT_CFG_DICT.get(key), bool) or key in DEPRECATED_FLAGS
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -114,6 +118,8 @@ def parse_args(argv: list[str]) -> dict:
             elif i + 1 < len(argv) and not argv[i + 1].startswith("--") and "=" not in argv[i + 1]:
                 put(body, _value(argv[i + 1]), token)
                 i += 1
+            elif not body.replace("-", "_").isidentifier():
+                raise UsageError(f"malformed argument '{token}': expected key=value or --key value")
             elif _is_flag(body):
                 put(body, True, token)
             else:
