@@ -86,6 +86,7 @@ def corpus(tmp_path_factory, shapes_yaml) -> Path:
         (root / f"{name}.yaml").write_text(text)
     (root / "predict_bad").mkdir()
     (root / "predict_bad" / "broken.jpg").write_bytes(b"not an image")
+    (root / "broken_data.yaml").write_text("train: [\n")
     (root / "only_broken").mkdir()  # left as it is by every test: nothing readable in it
     (root / "only_broken" / "broken.jpg").write_bytes(b"not an image")
     return root
@@ -402,6 +403,8 @@ VALUES = [  # (argv, the error line names, exit status)
     (["predict", "model=n.yaml", "source=nothing/*.png"], "source 'nothing/*.png' does not exist", 2),
     (["info", f"model={C}/statedict.pt"], "holds only weights (a state_dict), not a model", 2),
     (["train", "resume=True", f"model={C}/finished.pt"], "is from a finished run: nothing to resume", 2),
+    (["val", "model=n.yaml", f"data={C}/broken_data.yaml", "imgsz=64"], "YAML syntax error", 2),
+    (["val", "model=n.yaml", f"data={C}/empty_images/data.yaml", "imgsz=64"], "images", 2),
     *[
         (["info", f"model={C}/{name}.yaml"], match, 2)
         for name, match in (
@@ -508,3 +511,10 @@ def test_a_damaged_resume_state_falls_back_to_last_pt_with_a_warning(tmp_path):
     (tmp_path / resume_state.FILENAME).write_bytes(b"\x00" * 10)
     trainer = SimpleNamespace(args=SimpleNamespace(resume=str(tmp_path / "last.pt")))
     assert resume_state.load(trainer, {"epoch": 1, "updates": 8}) is None  # and Ultralytics' resume goes on
+
+
+def test_sizes_round_up_to_the_stride_with_a_note(capsys):
+    from yolo_master.validate import image_size
+
+    assert image_size(33) == 64 and image_size(640) == 640 and image_size([320, 480]) == 480
+    assert "imgsz=33: using 64" in capsys.readouterr().out
