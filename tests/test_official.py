@@ -221,3 +221,13 @@ def test_unsupported_or_unsafe_official_checkpoints_fail_in_one_line(tmp_path, c
     assert len(errors) == 1 and path.name in errors[0] and re.search(match, errors[0]), errors
     assert proc.returncode == (2 if case == "truncated" else 1)  # a damaged file is the user's; the rest unsupported
     assert not marker.exists()  # nothing in the file ran
+
+
+def test_numpy_metrics_beside_the_model_are_plain_data(tmp_path):
+    """Releases may keep their metrics as numpy scalars: allowed, as Ultralytics' safe loading allows them."""
+    import numpy as np
+
+    from yolo_master.official.convert import _unpickle
+
+    path = _fake_official(tmp_path / "metrics.pt", "ES_MOE", payload={"mAP50": np.float64(0.5)})
+    assert float(_unpickle(path)["payload"]["mAP50"]) == 0.5

@@ -85,6 +85,10 @@ def _unpickle(path: Path) -> dict:
             f"'{path}' references {what}; supported official releases: v0 (ES_MOE) and v0.1 (OptimizedMOEImproved)"
         )
     entries = [(allowed_global(n), n) for n in names if allowed_global(n) is not None]
+    if "numpy.dtype" in names:  # numpy scalars also need their concrete dtype classes, absent from the scan
+        import numpy as np
+
+        entries += [type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.bool_)]
     try:
         with torch.serialization.safe_globals(entries):
             ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -214,6 +218,9 @@ def convert(official: nn.Module, path: str) -> tuple[nn.Module, OfficialInfo]:
         raise OfficialCheckpointError(f"'{path}' names official MoE classes but its model has no MoE layers")
     task = getattr(official, "task", None) or guess_model_task(official)
     d = rewrite_yaml(official.yaml, blocks)
+    release = "v0.1" if any(type(b).__name__ == "OptimizedMOEImproved" for b in blocks.values()) else "v0"
+    family = ("esmoe" if release == "v0" else "v0.1") + {"segment": "-seg", "classify": "-cls"}.get(task, "")
+    d["yaml_file"] = f"yolo-master-{family}-{d.get('scale') or 'n'}.yaml"  # the zoo's name for this architecture
     nc = getattr(official, "nc", None) or d.get("nc")
     with quiet_logs():
         net = TASK_MODELS[task](d, nc=nc, ch=d.get("channels", 3), verbose=False)
@@ -238,7 +245,6 @@ def convert(official: nn.Module, path: str) -> tuple[nn.Module, OfficialInfo]:
     net.load_state_dict(ours, strict=True)
     net.names = getattr(official, "names", None) or net.names
     net.task = task
-    release = "v0.1" if any(type(b).__name__ == "OptimizedMOEImproved" for b in blocks.values()) else "v0"
     info = OfficialInfo(str(path), release, "", task)
     info.blocks = {i: f"{row[2]} {row[3]}" for i, row in enumerate(_layer_rows(d)) if i in blocks}
     return net.eval(), info

@@ -47,9 +47,26 @@ STAND_INS = {name: _stand_in(name) for name in OFFICIAL_CLASSES}
 TASK_CLASSES = ("DetectionModel", "SegmentationModel", "ClassificationModel")
 
 
+# plain data types a release may carry beside the model (metrics as numpy scalars, args as a namespace)
+DATA_GLOBALS = {
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+    "numpy.dtype",
+    "ultralytics.utils.IterableSimpleNamespace",
+    "types.SimpleNamespace",
+    "pathlib.PosixPath",
+    "pathlib.WindowsPath",
+}
+
+
 def allowed_global(name: str):
     """The object a pickled global ``name`` may become, or ``None`` when it must be refused."""
     module, _, attr = name.rpartition(".")
+    if name in DATA_GLOBALS or module == "numpy.dtypes":
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return None
     if module.startswith(MOE_PREFIX):
         return STAND_INS.get(attr) if module in V0_MODULES + V26_MODULES else None
     if module == "ultralytics.nn.tasks" and attr in TASK_CLASSES or module.startswith(
