@@ -3,14 +3,15 @@
     python scripts/official_sparse.py                     # 3 seeds -> reports/official-sparse.md
     python scripts/official_sparse.py --epochs 20 --tune 5 --seeds 0 1 2
 
-For each seed, on the offline shapes benchmark:
+For each seed, on the offline shapes benchmark (``--preset easy`` by default: one to three large shapes):
 
 (a) the official v0 N architecture (``esmoe-n.yaml``) trained dense from scratch for ``--epochs``;
 (b) the same weights evaluated as top-2 of 3, directly (``with_top_k``; what the release's own attempts did);
 (c) (b) fine-tuned for ``--tune`` epochs with ES-MoE's soft top-K in training, hard top-K at inference;
 (d) (a) trained densely for the same extra ``--tune`` epochs: the control for (c)'s extra training.
 
-Finished runs are cached as JSON in the work folder, so an interrupted run resumes.
+Finished runs are cached as JSON in the work folder, so an interrupted run resumes; (a)'s trained weights
+are reused by a later run with another ``--lr``.
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ def train(model: YOLOMaster, data: Path, a, epochs: int, seed: int, name: str, *
 
 
 def run_seed(seed: int, data: Path, a: argparse.Namespace) -> dict:
-    cache = a.work / "results" / f"{a.preset}-n{a.train}-e{a.epochs}-t{a.tune}-seed{seed}.json"
+    cache = a.work / "results" / f"{a.preset}-n{a.train}-e{a.epochs}-t{a.tune}-lr{a.lr:g}-seed{seed}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    dense = train(YOLOMaster("esmoe-n.yaml"), data, a, a.epochs, seed, f"dense-{a.preset}-s{seed}")
+    trained = a.work / "runs" / f"dense-{a.preset}-s{seed}" / "weights" / "last.pt"  # (a) is shared across --lr
+    if trained.is_file():
+        dense = YOLOMaster(str(trained))
+    else:
+        dense = train(YOLOMaster("esmoe-n.yaml"), data, a, a.epochs, seed, f"dense-{a.preset}-s{seed}")
     out = {"seed": seed, "a": metrics(dense, data, a)}
     sparse = YOLOMaster(dense.ckpt_path)
     sparse.model = with_top_k(dense.model, 2)
@@ -55,9 +60,10 @@ def run_seed(seed: int, data: Path, a: argparse.Namespace) -> dict:
     sparse.save(top2)
     out["b"] = metrics(YOLOMaster(str(top2)), data, a)
     tune = {"optimizer": "AdamW", "lr0": a.lr, "warmup_epochs": 0}  # a fixed rate: `auto` would choose its own
-    tuned = train(YOLOMaster(str(top2)), data, a, a.tune, seed, f"top2-tuned-{a.preset}-s{seed}", **tune)
+    run = f"{a.preset}-lr{a.lr:g}-s{seed}"
+    tuned = train(YOLOMaster(str(top2)), data, a, a.tune, seed, f"top2-tuned-{run}", **tune)
     out["c"] = metrics(tuned, data, a)
-    control = train(YOLOMaster(dense.ckpt_path), data, a, a.tune, seed, f"dense-more-{a.preset}-s{seed}", **tune)
+    control = train(YOLOMaster(dense.ckpt_path), data, a, a.tune, seed, f"dense-more-{run}", **tune)
     out["d"] = metrics(control, data, a)
     net_dense, net_sparse = dense.model, tuned.model
     out["active"] = {"dense": active_params(net_dense) / 1e6, "top2": active_params(net_sparse) / 1e6}
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=12, help="dense training from scratch")
     ap.add_argument("--tune", type=int, default=3, help="top-2 fine-tuning (and the dense control's extra epochs)")
-    ap.add_argument("--lr", type=float, default=0.001, help="fine-tuning learning rate (AdamW lr0)")
+    ap.add_argument("--lr", type=float, default=0.0002, help="fine-tuning learning rate (AdamW lr0)")
     ap.add_argument("--train", type=int, default=600)
     ap.add_argument("--val", type=int, default=100)
     ap.add_argument("--imgsz", type=int, default=160)
