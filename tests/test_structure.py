@@ -32,11 +32,13 @@ FLOORS = {
     "zoo": 1,
     "yaml_check": 1,
     "data": 1,
+    "validate": 1,
     "models": 2,
     "integration": 3,
     "engine": 4,
     "export": 5,
     "upcycle": 5,
+    "official": 5,
     "info": 6,
     "routes": 6,
     "benchmark": 6,
@@ -265,3 +267,8 @@ def test_every_routed_block_is_found_the_same_way():
     model = YOLOMaster("n.yaml").model
     assert [m.i for m in moe_layers(model)] == [3, 6, 9]
     assert yolo_master.nn.RoutedBlock in type(moe_layers(model)[0]).__mro__
+
+
+def test_every_part_of_the_package_has_a_floor():
+    tops = {name.split(".")[1] for name in all_modules() if name.count(".") >= 1}
+    assert tops <= set(FLOORS) | {"__init__"}, tops - set(FLOORS)
