@@ -227,7 +227,7 @@ def test_numpy_metrics_beside_the_model_are_plain_data(tmp_path):
     """Releases may keep their metrics as numpy scalars: allowed, as Ultralytics' safe loading allows them."""
     import numpy as np
 
-    from yolo_master.official.convert import _unpickle
+    from yolo_master.official.convert import _unpickle, checkpoint_globals
 
     path = _fake_official(tmp_path / "metrics.pt", "ES_MOE", payload={"mAP50": np.float64(0.5)})
-    assert float(_unpickle(path)["payload"]["mAP50"]) == 0.5
+    assert float(_unpickle(path, checkpoint_globals(path))["payload"]["mAP50"]) == 0.5

@@ -294,16 +294,14 @@ def _export_strategies() -> str:
 
 def run_convert(args: dict):
     from . import YOLOMaster
+    from .validate import check_output
 
     source = Path(str(args["model"]))
     if source.suffix != ".pt":
         raise UsageError(f"convert takes a .pt checkpoint, got model={source}")
     top_k = args.get("top_k")
     out = Path(str(args.get("out") or source.with_name(f"{source.stem}-{f'top{top_k}' if top_k else 'native'}.pt")))
-    if out.exists() and not args.get("exist_ok"):
-        raise UsageError(f"out={out} exists: choose another out= or pass exist_ok=True to replace it")
-    if out.resolve() == source.resolve():
-        raise UsageError(f"out={out} is the checkpoint being converted: choose another name")
+    check_output(out, source, bool(args.get("exist_ok")), "checkpoint being converted")
     model = YOLOMaster(str(source))
     if top_k is not None:
         from .official.sparse import with_top_k

@@ -63,13 +63,13 @@ def check_export_batch(value, dynamic: bool, strategy: str | None) -> None:
         )
 
 
-def check_finite(key: str, value, low: float = 0.0, high: float = 1e3) -> float:
-    """A finite number in ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueProblem(f"'{key}={value}' must be a number")
-    if not math.isfinite(value) or not low <= value <= high:
-        raise ValueProblem(f"'{key}={value}' must be a finite number between {low:g} and {high:g}")
-    return float(value)
+def check_output(out: str | Path, source: str | Path, exist_ok: bool, source_name: str = "input") -> None:
+    """An output file may not be its own input, nor replace an existing file unless ``exist_ok``."""
+    out = Path(out)
+    if out.resolve() == Path(source).resolve():
+        raise ValueProblem(f"out={out} would overwrite the {source_name}: choose another name")
+    if out.exists() and not exist_ok:
+        raise ValueProblem(f"{out} exists: choose another out=, or pass exist_ok=True to replace it")
 
 
 def check_source(source) -> None:

@@ -61,8 +61,6 @@ class MoETrainerMixin:
     - every router's per-step update (loss-free balancing) after each optimizer step.
     """
 
-    task_name = "detect"
-
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks=None) -> None:
         overrides = dict(overrides or {})
         given = pop_extra_hyp(overrides)
@@ -108,7 +106,7 @@ class MoETrainerMixin:
         if isinstance(cfg, (str, Path)):  # a zoo name reaches here in DDP workers and resumed runs
             cfg = load_model_yaml(cfg)
         kwargs = {"nc": self.data["nc"], "ch": self.data["channels"], **self.task_model_kwargs()}
-        model = TASK_MODELS[self.task_name](cfg, verbose=verbose and RANK == -1, **kwargs)
+        model = TASK_MODELS[self.args.task](cfg, verbose=verbose and RANK == -1, **kwargs)
         if hasattr(self, "set_model_names_for_load"):  # detection family: class names before loading weights
             model = self.set_model_names_for_load(model)
         if weights:
@@ -158,13 +156,9 @@ class YOLOMasterDetectionTrainer(MoETrainerMixin, DetectionTrainer):
 class YOLOMasterSegmentationTrainer(MoETrainerMixin, SegmentationTrainer):
     """Instance segmentation: box / seg / cls / dfl / moe losses."""
 
-    task_name = "segment"
-
 
 class YOLOMasterPoseTrainer(MoETrainerMixin, PoseTrainer):
     """Pose: box / pose / kobj / cls / dfl / moe losses."""
-
-    task_name = "pose"
 
     def task_model_kwargs(self) -> dict:
         return {"data_kpt_shape": self.data["kpt_shape"]}
@@ -173,13 +167,9 @@ class YOLOMasterPoseTrainer(MoETrainerMixin, PoseTrainer):
 class YOLOMasterOBBTrainer(MoETrainerMixin, OBBTrainer):
     """Oriented boxes: box / cls / dfl / angle / moe losses."""
 
-    task_name = "obb"
-
 
 class YOLOMasterClassificationTrainer(MoETrainerMixin, ClassificationTrainer):
     """Classification: cross-entropy + moe."""
-
-    task_name = "classify"
 
     def get_model(self, cfg=None, weights=None, verbose: bool = True):
         """Our classifier, prepared for training the way Ultralytics' classification trainer prepares its own."""

@@ -69,9 +69,10 @@ def is_official_checkpoint(path: str | Path) -> bool:
     return any(n.startswith(MOE_PREFIX + ".") for n in names)
 
 
-def _unpickle(path: Path) -> dict:
-    names = checkpoint_globals(path)
-    unknown = [n for n in names if allowed_global(n) is None and not _torch_builtin(n)]
+def _unpickle(path: Path, names: list[str]) -> dict:
+    """The checkpoint dict, unpickled with only ``names`` (its globals) that :func:`allowed_global` allows."""
+    allowed = {n: allowed_global(n) for n in names}
+    unknown = [n for n in names if allowed[n] is None and not _torch_builtin(n)]
     moe = sorted({n.rpartition(".")[2] for n in names if n.startswith(MOE_PREFIX + ".")})
     if unknown:
         unsupported = [n for n in unknown if n.startswith(MOE_PREFIX)]
@@ -84,7 +85,7 @@ def _unpickle(path: Path) -> dict:
         raise OfficialCheckpointError(
             f"'{path}' references {what}; supported official releases: v0 (ES_MOE) and v0.1 (OptimizedMOEImproved)"
         )
-    entries = [(allowed_global(n), n) for n in names if allowed_global(n) is not None]
+    entries = [(obj, n) for n, obj in allowed.items() if obj is not None]
     if "numpy.dtype" in names:  # numpy scalars also need their concrete dtype classes, absent from the scan
         import numpy as np
 
@@ -258,7 +259,7 @@ def load_official(path: str | Path) -> tuple[nn.Module, dict, OfficialInfo]:
     """
     path = Path(path)
     names = checkpoint_globals(path)
-    ckpt = _unpickle(path)
+    ckpt = _unpickle(path, names)
     official = ckpt.get("ema") or ckpt.get("model")
     net, info = convert(official, str(path))
     info.layout = "v26.02" if any(re.match(rf"{MOE_PREFIX}\.\w+\.", n) for n in names) else "v0.0.0"

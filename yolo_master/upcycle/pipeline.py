@@ -20,6 +20,7 @@ from ..nn import ESMoE, FFNMoE
 from ..nn.cost import active_params
 from ..nn.ffn_expansion import FFN_KEY, expand_ffns
 from ..nn.moe_ffn import check_expansion
+from ..validate import check_output
 from .checkpoint import load_dense, save_upcycled
 from .insert import UpcycleError, copy_layers, graft_yaml, identity_init, match_layers
 from .report import UpcycleReport
@@ -132,10 +133,7 @@ def upcycle(
     if layout != "graft" and to is None:
         raise UpcycleError(f"layout={layout} needs a target: to=n.yaml (or another YAML / zoo name)")
     path = Path(out) if out else Path(str(model)).with_name(f"{Path(str(model)).stem}-moe.pt")
-    if path.resolve() == Path(str(model)).resolve():
-        raise UpcycleError(f"out={out} would overwrite the dense checkpoint: choose another name")
-    if path.exists() and not exist_ok:
-        raise UpcycleError(f"{path} exists: choose another out=, or pass exist_ok=True to replace it")
+    check_output(path, str(model), exist_ok, "dense checkpoint")
     dense, ckpt = load_dense(model)
     if any(isinstance(m, FFNMoE) for m in dense.modules()):
         raise UpcycleError(f"'{model}' is already upcycled (it has FFN-MoE blocks)")
