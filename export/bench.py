@@ -1,9 +1,16 @@
-"""Runtime-only latency of exported models, side by side: ONNX (ONNX Runtime, CPU) and TensorRT engines.
+"""Runtime-only latency of exported models, side by side: ONNX (ONNX Runtime, CPU), OpenVINO (CPU)
+and TensorRT engines.
 
     python export/bench.py a.onnx [b.onnx ...] [--threads 2] [--runs 50] [--out reports/ort.md]
+    python export/bench.py a_openvino_model/ b.onnx --rounds 3   # OpenVINO folders (or .xml) too
     python export/bench.py yolo-master-n.engine yolo12n.engine          # on a machine with a GPU
 
-Standalone on purpose (no torch, no yolo_master import), so it runs on a bare deployment box.
+Standalone on purpose (no torch, no yolo_master import), so it runs on a bare deployment box: it
+needs only this file and ``yolo_master/export/timing.py`` (run by path, not imported through the
+package; copy both, keeping their relative places, or pass ``--timing PATH``). Every model is timed in
+its own process (OpenVINO's worker threads keep spinning after a run and
+slow ONNX Runtime several-fold when both live in one process), in ``--rounds`` interleaved rounds;
+the table keeps each model's fastest round (the least disturbed by the rest of the machine).
 Each model runs on random input of its own static shape (dynamic axes become 1 / 640), batch as
 exported. ``.engine`` files (as Ultralytics writes them: a JSON metadata header, then the serialized
 engine) run through the TensorRT Python API with device buffers from ``cuda-python``; the time
@@ -14,129 +21,70 @@ latency in ms and each model's ratio to the first one.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import statistics
-import time
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
+TIMING = Path(__file__).resolve().parents[1] / "yolo_master" / "export" / "timing.py"
 
 
-def _latency(run, warmup: int, runs: int) -> tuple[float, float]:
-    """Median and p90 of ``run()`` in ms (kept here, not imported: this file must not import torch)."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    return statistics.median(times), times[int(0.9 * (len(times) - 1))]
+def load_timing(path: Path):
+    """``timing.py`` as a module of its own (the package's ``__init__`` would import torch)."""
+    spec = importlib.util.spec_from_file_location("yolo_master_timing", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _shape(arg) -> list[int]:
-    dims = [d if isinstance(d, int) and d > 0 else None for d in arg.shape]
-    return [1 if i == 0 else 640 if d is None else d for i, d in enumerate(dims)]
-
-
-def time_onnx(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, float, list[int]]:
-    """Median and p90 latency (ms) of one ONNX model with ONNX Runtime's CPU provider."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    inp = session.get_inputs()[0]
-    shape = _shape(inp)
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    return (*_latency(lambda: session.run(None, {inp.name: x}), warmup, runs), shape)
-
-
-def _engine_bytes(path: Path) -> bytes:
-    """The serialized engine, without Ultralytics' metadata header when there is one."""
-    data = path.read_bytes()
-    size = int.from_bytes(data[:4], "little")
-    if 0 < size < len(data) - 4:
-        try:
-            json.loads(data[4 : 4 + size].decode("utf-8"))
-            return data[4 + size :]
-        except (UnicodeDecodeError, ValueError):
-            pass
-    return data
-
-
-def time_engine(path: Path, warmup: int, runs: int) -> tuple[float, float, list[int]]:
-    """Median and p90 latency (ms) of a TensorRT engine (TensorRT >= 10 tensor API)."""
-    try:
-        import tensorrt as trt
-        from cuda.bindings import runtime as cudart
-    except ImportError as e:
-        raise SystemExit(f"timing {path.name} needs TensorRT and cuda-python on a machine with a GPU ({e})") from None
-
-    def check(result):
-        err = result[0] if isinstance(result, tuple) else result
-        if int(err) != 0:
-            raise SystemExit(f"CUDA error {err} while timing {path.name}")
-        return result[1] if isinstance(result, tuple) and len(result) > 1 else None
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(_engine_bytes(path))
-    if engine is None:
-        raise SystemExit(f"TensorRT could not deserialize {path.name} (built by another TensorRT version?)")
-    context = engine.create_execution_context()
-    stream = check(cudart.cudaStreamCreate())
-    buffers, in_shape = [], []
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        shape = list(engine.get_tensor_shape(name))
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-            shape = [1 if d < 0 else d for d in shape]
-            context.set_input_shape(name, shape)
-            in_shape = shape
-        nbytes = int(np.prod([max(d, 1) for d in shape])) * np.dtype(trt.nptype(engine.get_tensor_dtype(name))).itemsize
-        ptr = check(cudart.cudaMalloc(nbytes))
-        buffers.append(ptr)
-        context.set_tensor_address(name, ptr)
-
-    def run():
-        context.execute_async_v3(stream)
-        check(cudart.cudaStreamSynchronize(stream))
-
-    median, p90 = _latency(run, warmup, runs)
-    for ptr in buffers:
-        check(cudart.cudaFree(ptr))
-    return median, p90, in_shape
+def time_isolated(timing: Path, path: Path, threads: int, warmup: int, runs: int) -> tuple[float, float, list[int]]:
+    """Time ``path`` with ``timing.py`` in a fresh interpreter: no other runtime's threads share the process."""
+    cmd = [sys.executable, str(timing), str(path), "--threads", str(threads), "--warmup", str(warmup)]
+    proc = subprocess.run([*cmd, "--runs", str(runs)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"timing {path} failed: {' '.join(proc.stderr.strip().splitlines()[-1:])}")
+    return tuple(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", type=Path, help=".onnx files and/or TensorRT .engine files")
+    ap.add_argument("models", nargs="+", type=Path, help=".onnx files, OpenVINO folders / .xml, TensorRT .engine")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; each model keeps its fastest")
+    ap.add_argument("--timing", type=Path, default=TIMING, help="path of yolo_master/export/timing.py")
     ap.add_argument("--out", type=Path, help="also write the table to this markdown file")
     a = ap.parse_args(argv)
+    if not a.timing.is_file():
+        ap.error(f"'{a.timing}' not found: pass --timing PATH to yolo_master/export/timing.py")
+    timing = load_timing(a.timing)
     for path in a.models:
-        if path.suffix not in {".onnx", ".engine"} or not path.is_file():
-            ap.error(f"'{path}' is not an existing .onnx or .engine file")
+        if timing.runtime_of(path) is None:
+            ap.error(f"'{path}' is not an existing .onnx, .engine, OpenVINO .xml or OpenVINO model folder")
+    best: dict[Path, tuple[float, float, list[int]]] = {}
+    for _ in range(max(a.rounds, 1)):
+        for path in a.models:
+            timed = time_isolated(a.timing, path, a.threads, a.warmup, a.runs)
+            if path not in best or timed[0] < best[path][0]:
+                best[path] = timed
     rows = [
-        f"ONNX Runtime CPU ({a.threads} threads) / TensorRT; median of {a.runs} runs after {a.warmup} warm-up",
+        f"ONNX Runtime / OpenVINO CPU ({a.threads} threads) / TensorRT; each model in its own process; median of "
+        f"{a.runs} runs after {a.warmup} warm-up, fastest of {a.rounds} interleaved round(s)",
         "",
         "| model | runtime | input | median ms | p90 ms | ratio |",
         "|---|---|---|---|---|---|",
     ]
     base = None
     for path in a.models:
-        if path.suffix == ".engine":
-            median, p90, shape = time_engine(path, a.warmup, a.runs)
-        else:
-            median, p90, shape = time_onnx(path, a.threads, a.warmup, a.runs)
+        median, p90, shape = best[path]
         base = base or median
-        runtime = "TensorRT" if path.suffix == ".engine" else "ONNX Runtime CPU"
         shape_text = "x".join(map(str, shape))
-        rows.append(f"| {path.name} | {runtime} | {shape_text} | {median:.2f} | {p90:.2f} | {median / base:.2f}x |")
+        rows.append(
+            f"| {path.name} | {timing.RUNTIMES[timing.runtime_of(path)]} | {shape_text} | {median:.2f} | {p90:.2f} "
+            f"| {median / base:.2f}x |"
+        )
     table = "\n".join(rows)
     print(table)
     if a.out:

@@ -1,10 +1,22 @@
-"""Routers side by side on the offline shapes benchmark, at equal epochs and over several seeds (issue 7).
+"""Routers and the paper's ablations side by side on the offline shapes benchmark, at equal epochs and
+over several seeds (issues 7 and 16).
 
-    python scripts/compare_routers.py                      # routers table, 3 seeds -> reports/routers.md
+    python scripts/compare_routers.py                      # routers table, 3 seeds -> reports/routers-detect.md
     python scripts/compare_routers.py --experiment table2  # GigaMoE Table 2: distributions P (shared + variable K)
     python scripts/compare_routers.py --experiment table4  # GigaMoE Table 4: no / fixed / linear / cosine bias rate
     python scripts/compare_routers.py --task classify      # the same on shapes-cls (top-1 / top-5 accuracy)
     python scripts/compare_routers.py --experiment all --epochs 30 --train 512 --imgsz 320   # a longer run
+
+The YOLO-Master paper's ablations (section 4.3), each with from-scratch YOLO11n and YOLO12n rows for
+reference, on the easy shapes preset (``--preset``; the main job's data) -> reports/ablations.md:
+
+    python scripts/compare_routers.py --experiment placement  # Table 5: no ES-MoE / neck / backbone / both
+    python scripts/compare_routers.py --experiment experts    # Table 6: E = 2, 4, 8 (top-2, every block)
+    python scripts/compare_routers.py --experiment topk       # Table 7: K = 1, 2, 3, 4 of 4 experts
+    python scripts/compare_routers.py --experiment loss       # Table 8: DFL on / off x MoE weight
+    python scripts/compare_routers.py --experiment ablations  # the four, sharing identical runs
+
+Each writes reports/ablations-EXPERIMENT.md (the four together: reports/ablations.md).
 
 Every run trains the n scale from scratch with the same data, epochs and seed, then measures on the
 validation images, one image at a time: mAP50-95 / mAP50 (top-1 / top-5 accuracy for classify;
@@ -12,8 +24,9 @@ Ultralytics' final validation), parameters,
 active parameters, GFLOPs averaged over the validation images (routed experts counted as they actually
 ran: variable K runs a different number per image), MaxVio over the validation set (GigaMoE eq. 8,
 per layer, averaged over layers), the experts run per image and per layer, and torch-eager CPU latency
-at batch 1. Finished runs are kept as JSON in the work folder: an interrupted comparison picks up
-where it stopped.
+at batch 1. Finished runs are kept as JSON in the work folder, named by what was trained (model,
+``moe:`` section, E / K, loss gains, seed, data and budget), so an interrupted comparison picks up where
+it stopped and a configuration that appears in two tables (top-2 of 4 in Tables 6 and 7) trains once.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -40,21 +54,70 @@ from yolo_master.nn import named_moe_layers
 from yolo_master.nn.cost import active_params, conv_expert_blocks, routed_macs, routed_per_image
 from yolo_master.zoo import cfg_dir
 
+
+class Config(NamedTuple):
+    """One row: the model source, its ``moe:`` section, (E, K) for every ES-MoE block, training overrides.
+
+    ``source``: ``esmoe`` (the zoo's model), ``himoe`` (its HiMoE variant), a placement variant of the
+    zoo (``nomoe``, ``neck``, ``full``) or a stock Ultralytics model (``yolo11n``, ``yolo12n``).
+    """
+
+    source: str
+    moe: dict | None = None
+    experts: tuple[int, int] | None = None
+    hyp: dict | None = None
+
+
 P_GIGAMOE = [0.4, 0.3, 0.2, 0.1]
-ROUTERS = {  # name -> (model: the zoo's ES-MoE, its HiMoE variant or the dense stock model, `moe:` section)
-    "ES-MoE (aux loss)": ("esmoe", {}),
-    "+ bias balancing": ("esmoe", {"balance": "bias"}),
-    "+ shared expert": ("esmoe", {"shared": True, "balance": "bias"}),
-    "variable K (shared, P=.4/.3/.2/.1)": ("esmoe", {"shared": True, "k_dist": P_GIGAMOE, "balance": "bias"}),
-    "hierarchical (HiMoE)": ("himoe", {}),
-    "soft mixture (all experts)": ("esmoe", {"router": "soft"}),
-    "dense YOLO12n": ("dense", None),
+STOCK = {"yolo11n": "yolo11n", "yolo12n": "yolo12n", "dense": "yolo12n"}  # source -> stock model (by task)
+PLACEMENT = {"nomoe": "detect/yolo-master-nomoe.yaml", "neck": "detect/yolo-master-neck.yaml",
+             "full": "detect/yolo-master-full.yaml"}  # fmt: skip
+ROUTERS = {
+    "ES-MoE (aux loss)": Config("esmoe", {}),
+    "+ bias balancing": Config("esmoe", {"balance": "bias"}),
+    "+ shared expert": Config("esmoe", {"shared": True, "balance": "bias"}),
+    "variable K (shared, P=.4/.3/.2/.1)": Config("esmoe", {"shared": True, "k_dist": P_GIGAMOE, "balance": "bias"}),
+    "hierarchical (HiMoE)": Config("himoe", {}),
+    "soft mixture (all experts)": Config("esmoe", {"router": "soft"}),
+    "dense YOLO12n": Config("dense"),
 }
+REFERENCES = {"YOLO11n (from scratch)": Config("yolo11n"), "YOLO12n (from scratch)": Config("yolo12n")}
+ABLATIONS = {  # the paper's section 4.3: experiment -> (title, rows); the references end every table
+    "placement": ("Table 5: ES-MoE placement", {
+        "baseline (no ES-MoE)": Config("nomoe"),
+        "neck only": Config("neck"),
+        "backbone only (our default)": Config("esmoe"),
+        "both (full)": Config("full"),
+    }),
+    "experts": ("Table 6: number of experts (top-2, every ES-MoE block)", {
+        f"E = {e}": Config("esmoe", experts=(e, 2)) for e in (2, 4, 8)
+    }),
+    "topk": ("Table 7: top-K with 4 experts (every ES-MoE block)", {
+        f"K = {k} ({100 - 25 * k}% sparse)": Config("esmoe", experts=(4, k)) for k in (1, 2, 3, 4)
+    }),
+    "loss": ("Table 8: DFL and MoE loss configurations", {
+        "config 1: DFL + MoE 0.5 (our default)": Config("esmoe"),
+        "config 2: no DFL, MoE 0.5": Config("esmoe", hyp={"dfl": 0.0}),
+        "config 3: DFL + MoE 1.0": Config("esmoe", hyp={"moe": 1.0}),
+        "config 4: DFL + MoE 1.5": Config("esmoe", hyp={"moe": 1.5}),
+        "config 5: no DFL, MoE 1.5 (paper's choice)": Config("esmoe", hyp={"dfl": 0.0, "moe": 1.5}),
+    }),
+}  # fmt: skip
 TASKS = {  # task -> (zoo YAML, dense baseline, metric columns in results.csv, metric names, latency size)
     "detect": ("detect/yolo-master.yaml", "yolo12n.yaml", ("metrics/mAP50-95(B)", "metrics/mAP50(B)"),
                ("mAP50-95", "mAP50"), 640),
     "classify": ("classify/yolo-master-cls.yaml", "yolo12n-cls.yaml",
                  ("metrics/accuracy_top1", "metrics/accuracy_top5"), ("top-1", "top-5"), 224),
+}  # fmt: skip
+PAPER = {  # the paper's COCO numbers (section 4.3) beside our rows: (what they are, row -> value)
+    "placement": ("Table 5, mAP (%)", {"baseline (no ES-MoE)": "60.8", "neck only": "58.2",
+                                        "backbone only (our default)": "62.1", "both (full)": "54.9"}),
+    "experts": ("Table 6, mAP50 / mAP (%)", {"E = 2": "81.4 / 61.0", "E = 4": "82.2 / 62.3", "E = 8": "82.0 / 62.0"}),
+    "topk": ("Table 7, mAP50 / mAP (%)", {"K = 1 (75% sparse)": "81.1 / 61.3", "K = 2 (50% sparse)": "81.9 / 61.8",
+                                          "K = 3 (25% sparse)": "81.6 / 61.8", "K = 4 (0% sparse)": "81.6 / 61.9"}),
+    "loss": ("Table 8, mAP (%)", {"config 1: DFL + MoE 0.5 (our default)": "61.9", "config 2: no DFL, MoE 0.5": "61.9",
+                                  "config 3: DFL + MoE 1.0": "61.9", "config 4: DFL + MoE 1.5": "61.4",
+                                  "config 5: no DFL, MoE 1.5 (paper's choice)": "62.2"}),
 }  # fmt: skip
 HIMOE_ARGS = [8, 2, 4, 2]  # N_e, K, N_s, K_s: the HiMoE defaults
 TABLE2 = {  # GigaMoE Table 2: (p0, p1, p2, p3) = share of images given 0..3 routed experts, shared expert always
@@ -74,24 +137,30 @@ TABLE4 = {  # GigaMoE Table 4: the bias update rate (u_init = 1e-2)
 }
 
 
-def model_yaml(source: str, moe: dict | None, folder: Path, task: str) -> str:
-    """A model YAML for one router: the zoo's n scale with a ``moe:`` section (``himoe``: its ES-MoE rows
-    swapped for HiMoE rows of the same width), or the dense stock model's name."""
-    if source == "dense":
-        return TASKS[task][1]
-    cfg = yaml.safe_load((cfg_dir() / TASKS[task][0]).read_text())
+def model_yaml(config: Config, folder: Path, task: str) -> str:
+    """A model YAML for one row: the zoo's n scale (or a placement variant) with a ``moe:`` section and
+    (E, K) set on every ES-MoE row (``himoe``: ES-MoE rows swapped for HiMoE rows of the same width),
+    or a stock model's name."""
+    if config.source in STOCK:
+        return STOCK[config.source] + TASKS[task][1].removeprefix("yolo12n")
+    cfg = yaml.safe_load((cfg_dir() / PLACEMENT.get(config.source, TASKS[task][0])).read_text())
     cfg["scales"] = {"n": cfg["scales"]["n"]}
-    if source == "himoe":
-        for row in cfg["backbone"] + cfg["head"]:
-            if row[2] == "ESMoE":
-                row[2], row[3] = "HiMoE", [row[3][0], *HIMOE_ARGS]
-    if moe:
-        cfg["moe"] = moe
+    for row in cfg["backbone"] + cfg["head"]:
+        if row[2] == "ESMoE" and config.source == "himoe":
+            row[2], row[3] = "HiMoE", [row[3][0], *HIMOE_ARGS]
+        elif row[2] == "ESMoE" and config.experts:
+            row[3] = [row[3][0], *config.experts]
+    if config.moe:
+        cfg["moe"] = config.moe
     folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.md5(json.dumps(moe, sort_keys=True).encode()).hexdigest()[:8]
-    path = folder / f"{task}-{source}-{digest}-n.yaml"
+    path = folder / f"{task}-{config.source}-{digest(config.moe, config.experts)}-n.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return str(path)
+
+
+def digest(*parts) -> str:
+    """A short stable name for JSON-able ``parts``."""
+    return hashlib.md5(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def val_images(data: Path, imgsz: int) -> list[torch.Tensor]:
@@ -163,9 +232,10 @@ def latency_ms(net: torch.nn.Module, imgsz: int, runs: int = 20) -> float:
     return 1000 * statistics.median(times)
 
 
-def run_one(name: str, source: str, moe: dict | None, seed: int, a: argparse.Namespace, data: Path) -> dict:
-    """Train one router for one seed and measure it; cached as JSON in the work folder."""
-    key = f"{a.task}-{a.experiment_name}-{name}-{seed}".replace(" ", "_").replace("/", "_")
+def run_one(name: str, config: Config, seed: int, a: argparse.Namespace, data: Path) -> dict:
+    """Train one row for one seed and measure it; cached as JSON in the work folder."""
+    budget = [a.task, a.preset, a.train, a.val, a.imgsz, a.epochs, a.batch]
+    key = f"{a.task}-{config.source}-{digest(config._asdict(), budget)}-s{seed}"
     cache = a.work / "results" / f"{key}.json"
     if cache.exists():
         result = json.loads(cache.read_text())
@@ -173,12 +243,13 @@ def run_one(name: str, source: str, moe: dict | None, seed: int, a: argparse.Nam
             net = YOLO(result["weights"]).model.float().eval()
             result["latency"] = latency_ms(net, a.latency_imgsz or TASKS[a.task][4])
             cache.write_text(json.dumps(result))
-        return result
-    cfg = model_yaml(source, moe, a.work / "yamls", a.task)
-    model = YOLOMaster(cfg) if source != "dense" else YOLO(cfg)  # the dense baseline: stock Ultralytics, as is
+        return {**result, "router": name}
+    cfg = model_yaml(config, a.work / "yamls", a.task)
+    model = YOLO(cfg) if config.source in STOCK else YOLOMaster(cfg)  # stock baselines: Ultralytics, as is
     model.train(
         data=str(data), epochs=a.epochs, imgsz=a.imgsz, batch=a.batch, nbs=a.batch, seed=seed, deterministic=True,
         workers=0, device="cpu", plots=False, project=str(a.work / "runs"), name=key, exist_ok=True, verbose=False,
+        **(config.hyp or {}),
     )  # fmt: skip
     save_dir = Path(model.trainer.save_dir)
     last = [r for r in (save_dir / "results.csv").read_text().splitlines() if r.strip()]
@@ -190,6 +261,7 @@ def run_one(name: str, source: str, moe: dict | None, seed: int, a: argparse.Nam
         "seed": seed,
         "map": row.get(TASKS[a.task][2][0], float("nan")),
         "map50": row.get(TASKS[a.task][2][1], float("nan")),
+        "curve": [float(r.split(",")[header.index(TASKS[a.task][2][1])]) for r in last[1:]],
         "params": sum(p.numel() for p in net.parameters()) / 1e6,
         "active": active_params(net) / 1e6,
         **measure_routing(net, val_images(data, a.imgsz), a.imgsz),
@@ -213,17 +285,19 @@ def mean_std(values: list[float]) -> str:
 def table(title: str, results: dict[str, list[dict]], a: argparse.Namespace) -> str:
     base = next(iter(results.values()))[0]["latency"]
     fmt_lat = (lambda v: f"{v:.1f} | {v / base:.2f}x") if base else (lambda v: "- | -")
+    paper = PAPER.get(a.experiment_name)
     lines = [
         f"### {title}",
         "",
-        f"{a.task}, n scale, {a.epochs} epochs, {a.train} train / {a.val} val shapes images at {a.imgsz} px, "
-        f"batch {a.batch} (an optimizer step per batch), seeds {', '.join(map(str, a.seeds))} (mean ± std); "
-        f"GFLOPs at {a.imgsz} px averaged over the val images; latency: torch eager, CPU, batch 1, "
-        f"{a.latency_imgsz or TASKS[a.task][4]} px, {os.cpu_count()} threads, first seed.",
+        f"{a.task}, n scale, {a.epochs} epochs, {a.train} train / {a.val} val shapes ({a.preset}) images at "
+        f"{a.imgsz} px, batch {a.batch} (an optimizer step per batch), seeds {', '.join(map(str, a.seeds))} "
+        f"(mean ± std); GFLOPs at {a.imgsz} px averaged over the val images; latency: torch eager, CPU, batch 1, "
+        f"{a.latency_imgsz or TASKS[a.task][4]} px, {os.cpu_count()} threads, first seed."
+        + (f" Paper: {paper[0]}." if paper else ""),
         "",
-        f"| router | {' | '.join(TASKS[a.task][3])} | params (M) | active (M) | GFLOPs (avg) | MaxVio (val) "
-        "| experts / image | latency (ms) | vs first row |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| configuration | {' | '.join(TASKS[a.task][3])} | params (M) | active (M) | GFLOPs (avg) | MaxVio (val) "
+        "| experts / image | latency (ms) | vs first row |" + (" paper |" if paper else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if paper else ""),
     ]
     for name, runs in results.items():
         lat = runs[0]["latency"]
@@ -232,19 +306,36 @@ def table(title: str, results: dict[str, list[dict]], a: argparse.Namespace) -> 
             f"| {name} | {mean_std([r['map'] for r in runs])} | {mean_std([r['map50'] for r in runs])} "
             f"| {runs[0]['params']:.2f} | {runs[0]['active']:.2f} | {statistics.mean(r['gflops'] for r in runs):.2f} "
             f"| {mean_std([r['maxvio'] for r in runs])} | {experts} | {fmt_lat(lat) if lat else '- | -'} |"
+            + (f" {paper[1].get(name, '-')} |" if paper else "")
         )
     return "\n".join(lines)
 
 
+def experiments(a: argparse.Namespace) -> dict[str, tuple[str, dict[str, Config], list[int]]]:
+    """Every experiment: name -> (title, rows, seeds)."""
+    table2 = {k: Config("esmoe", {"shared": True, "k_dist": p, "balance": "bias"}) for k, p in TABLE2.items()}
+    found = {
+        "routers": ("Routers side by side", ROUTERS, a.seeds),
+        "table2": ("GigaMoE Table 2: expert allocation P (shared expert + bias balancing)", table2, a.seeds[:1]),
+        "table4": ("GigaMoE Table 4: load balancing (ES-MoE top-2, u_init 1e-2)",
+                   {k: Config("esmoe", moe) for k, moe in TABLE4.items()}, a.seeds[:1]),
+    }  # fmt: skip
+    for name, (title, rows) in ABLATIONS.items():
+        found[name] = (f"YOLO-Master {title}", {**rows, **REFERENCES}, a.seeds)
+    return found
+
+
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--experiment", choices=("routers", "table2", "table4", "all"), default="routers")
+    groups = {"all": ["routers", "table2", "table4"], "ablations": list(ABLATIONS)}
+    ap.add_argument("--experiment", choices=("routers", "table2", "table4", *ABLATIONS, *groups), default="routers")
     ap.add_argument("--task", choices=tuple(TASKS), default="detect")
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--train", type=int, default=64)
-    ap.add_argument("--val", type=int, default=32)
-    ap.add_argument("--imgsz", type=int, default=160)
+    ap.add_argument("--epochs", type=int, help="default 5 (routers), 10 (ablations)")
+    ap.add_argument("--train", type=int, help="default 64 (routers), 256 (ablations)")
+    ap.add_argument("--val", type=int, help="default 32 (routers), 64 (ablations)")
+    ap.add_argument("--imgsz", type=int, help="default 160 (routers), 96 (ablations)")
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--preset", choices=("easy", "hard"), help="shapes preset: hard (routers), easy (ablations)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--latency-imgsz", type=int, help="default 640 (detect), 224 (classify)")
     ap.add_argument(
@@ -252,29 +343,34 @@ def main(argv: list[str] | None = None) -> str:
         help="train and measure only; a later run without it times the cached models (on a quiet machine)",
     )  # fmt: skip
     ap.add_argument("--work", type=Path, default=Path("runs/compare_routers"))
-    ap.add_argument("--out", type=Path, help="default reports/routers-TASK.md")
+    ap.add_argument("--out", type=Path, help="default reports/routers-TASK.md, reports/ablations[-EXPERIMENT].md")
     a = ap.parse_args(argv)
-    a.out = a.out or Path(f"reports/routers-{a.task}.md")
-    data = generate(a.work / f"data-{a.task}", train=a.train, val=a.val, imgsz=a.imgsz, seed=0, task=a.task)
-    experiments = {
-        "routers": ("Routers side by side", ROUTERS),
-        "table2": ("GigaMoE Table 2: expert allocation P (shared expert + bias balancing)", {
-            k: ("esmoe", {"shared": True, "k_dist": p, "balance": "bias"}) for k, p in TABLE2.items()
-        }),
-        "table4": ("GigaMoE Table 4: load balancing (ES-MoE top-2, u_init 1e-2)", {
-            k: ("esmoe", moe) for k, moe in TABLE4.items()
-        }),
-    }  # fmt: skip
-    chosen = list(experiments) if a.experiment == "all" else [a.experiment]
+    chosen = groups.get(a.experiment, [a.experiment])
+    ablation = chosen[0] in ABLATIONS
+    if ablation and a.task != "detect":
+        ap.error("the paper's ablations are detection experiments: use --task detect")
+    defaults = (10, 256, 64, 96, "easy") if ablation else (5, 64, 32, 160, "hard")
+    for field, value in zip(("epochs", "train", "val", "imgsz", "preset"), defaults):
+        setattr(a, field, getattr(a, field) or value)
+    a.out = a.out or Path(
+        (f"reports/ablations-{a.experiment}.md" if a.experiment in ABLATIONS else "reports/ablations.md")
+        if ablation
+        else f"reports/routers-{a.task}.md"
+    )
+    data = generate(
+        a.work / f"data-{a.task}-{a.preset}", train=a.train, val=a.val, imgsz=a.imgsz, seed=0, task=a.task,
+        preset=a.preset,
+    )  # fmt: skip
+    found = experiments(a)
     sections = []
     for exp in chosen:
-        title, configs = experiments[exp]
-        seeds = a.seeds if exp == "routers" else a.seeds[:1]
+        title, configs, seeds = found[exp]
         a.experiment_name = exp
-        results = {name: [run_one(name, src, moe, s, a, data) for s in seeds] for name, (src, moe) in configs.items()}
+        results = {name: [run_one(name, config, s, a, data) for s in seeds] for name, config in configs.items()}
         sections.append(table(title, results, argparse.Namespace(**{**vars(a), "seeds": seeds})))
     text = "\n\n".join(sections)
-    return emit(f"## Router comparison (scripts/compare_routers.py)\n\n{text}", a.out)
+    heading = "YOLO-Master ablations" if ablation else "Router comparison"
+    return emit(f"## {heading} (scripts/compare_routers.py)\n\n{text}", a.out)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def _rows(root):
 
 
 def test_detect_labels_are_valid_boxes_at_many_scales(tmp_path):
-    root = generate(tmp_path / "s", train=20, val=5, imgsz=128, seed=0).parent
+    root = generate(tmp_path / "s", train=20, val=5, imgsz=128, seed=0, preset="hard").parent
     widths = []
     for cls, *box in _rows(root):
         assert 0 <= int(cls) < len(CLASSES) and len(box) == 4 and all(0 <= float(v) <= 1 for v in box)
@@ -84,18 +84,18 @@ def test_regeneration_is_skipped_when_parameters_match(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name,task",
+    "name,task,preset",
     [
-        ("shapes", "detect"),
-        ("shapes-seg", "segment"),
-        ("shapes-pose", "pose"),
-        ("shapes-obb", "obb"),
-        ("shapes-cls", "classify"),
-        ("shapes.yaml", "detect"),
-        ("shapes-easy", "detect"),
+        ("shapes", "detect", "easy"),
+        ("shapes.yaml", "detect", "easy"),
+        ("shapes-hard", "detect", "hard"),
+        ("shapes-seg", "segment", "hard"),
+        ("shapes-pose", "pose", "hard"),
+        ("shapes-obb", "obb", "hard"),
+        ("shapes-cls", "classify", "hard"),
     ],
 )
-def test_builtin_names_resolve_to_generated_data(tmp_path, monkeypatch, name, task):
+def test_builtin_names_resolve_to_generated_data(tmp_path, monkeypatch, name, task, preset):
     import ultralytics.utils
 
     import yolo_master.data as data
@@ -103,12 +103,19 @@ def test_builtin_names_resolve_to_generated_data(tmp_path, monkeypatch, name, ta
     calls = []
     monkeypatch.setattr(ultralytics.utils, "DATASETS_DIR", tmp_path)
     monkeypatch.setattr(
-        data, "generate", lambda out, task, preset: calls.append((out, task, preset)) or out / "data.yaml"
+        data, "generate", lambda out, *sizes, task, preset: calls.append((out, task, preset)) or out / "data.yaml"
     )
     assert resolve_data(name) == str(tmp_path / name.removesuffix(".yaml") / "data.yaml")
-    preset = "easy" if name == "shapes-easy" else "hard"
     assert calls == [(tmp_path / name.removesuffix(".yaml"), task, preset)]
-    assert set(BUILTIN.values()) == set(TASKS)
+    assert {b.task for b in BUILTIN.values()} == set(TASKS)
+
+
+def test_validation_images_are_no_training_images_of_a_larger_set(tmp_path):
+    """The val split has its own random stream: growing the training set never draws a val scene."""
+    small = generate(tmp_path / "small", train=2, val=3, imgsz=64).parent
+    large = generate(tmp_path / "large", train=8, val=1, imgsz=64).parent
+    train = {p.read_bytes() for p in (large / "images" / "train").iterdir()}
+    assert not train & {p.read_bytes() for p in (small / "images" / "val").iterdir()}
 
 
 def test_other_data_passes_through():
@@ -116,15 +123,15 @@ def test_other_data_passes_through():
 
 
 def test_easy_preset_draws_one_to_three_large_shapes(tmp_path):
-    data = generate(tmp_path / "easy", train=24, val=4, imgsz=160, preset="easy")
+    data = generate(tmp_path / "easy", train=24, val=4, imgsz=160)  # the default
     sizes, counts = [], []
     for label in (data.parent / "labels" / "train").glob("*.txt"):
         rows = [list(map(float, r.split()[1:])) for r in label.read_text().splitlines()]
         counts.append(len(rows))
         sizes += [max(w, h) for _, _, w, h in rows]
     assert 1 <= min(counts) and max(counts) <= 3
-    assert min(sizes) >= 0.15  # the hard default goes down to a few pixels (0.03 of the image)
-    hard = generate(tmp_path / "hard", train=24, val=4, imgsz=160)
+    assert min(sizes) >= 0.15  # the hard preset goes down to a few pixels (0.03 of the image)
+    hard = generate(tmp_path / "hard", train=24, val=4, imgsz=160, preset="hard")
     labels = (hard.parent / "labels" / "train").glob("*.txt")
     assert min(float(r.split()[3]) for f in labels for r in f.read_text().splitlines()) < 0.1
 

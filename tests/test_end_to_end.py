@@ -31,7 +31,17 @@ def trained(tmp_path_factory, shapes_yaml):
         cwd=root,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    (root / "train.log").write_text(proc.stdout + proc.stderr)
     return root, root / "train"
+
+
+def test_training_ends_by_saying_what_was_learned_and_where(trained, shapes_yaml):
+    root, run = trained
+    log = (root / "train.log").read_text()
+    best = run / "weights" / "best.pt"
+    assert "Learned: mAP50 " in log and "mAP50-95 " in log, log[-2000:]
+    assert f"Weights: {best}" in log and f"Plots, results.csv and validation images with boxes: {run}" in log
+    assert f"yolo-master predict model={best} source={shapes_yaml.parent / 'images' / 'val'}" in log
 
 
 def test_training_logs_a_nonzero_moe_column(trained):

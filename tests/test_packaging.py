@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,13 @@ def test_export_bench_times_onnx_without_importing_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("| tiny.onnx | ONNX Runtime CPU | 1x3x32x32 |") == 2 and "1.00x" in proc.stdout
+    # each model is timed in a fresh process by yolo_master/export/timing.py: torch-free as well
+    timing = REPO / "yolo_master" / "export" / "timing.py"
+    code = code.replace(str(REPO / "export" / "bench.py"), str(timing)).replace(f", r'{path}', '--runs'", ", '--runs'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    median, p90, shape = json.loads(proc.stdout.splitlines()[-1])
+    assert 0 < median <= p90 and shape == [1, 3, 32, 32]
 
 
 def test_block_benchmark_script_prints_every_strategy_and_k(tmp_path):

@@ -2,39 +2,33 @@
 
 For each model (zoo name, model YAML, or checkpoint; stock Ultralytics YAMLs such as ``yolo12n.yaml``
 too): parameters, active parameters (top-K experts), GFLOPs, then batch latency (median and p90
-over ``runs`` after warm-up) in torch eager on the CPU and in ONNX Runtime on the CPU (the model is
-exported first, ES-MoE routing kept in the graph), and TensorRT FP16 where a GPU and TensorRT are
-present. Ratios are against the first model. The table is printed and written to the run directory.
+over ``runs`` after warm-up) in torch eager on the CPU, in ONNX Runtime and in OpenVINO on the CPU
+(the model is exported first in each format's default form, ES-MoE routing kept in the graph; each
+exported model is timed in a process of its own by ``export/timing.py``, since OpenVINO's worker
+threads slow ONNX Runtime several-fold in a shared process), and TensorRT FP16 where a GPU and
+TensorRT are present. Ratios are against the first model. The table is printed and written to the
+run directory.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
-import statistics
-import time
+import subprocess
+import sys
 from copy import deepcopy
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 
+from .export import timing
+from .export.timing import latency
 from .nn.cost import active_params
 
-
-def latency(fn: Callable[[], object], warmup: int = 10, runs: int = 100) -> tuple[float, float]:
-    """Median and p90 wall time of ``fn()`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))]
+RUNTIME_COLUMNS = {"ort": ("onnx", "ORT CPU ms"), "ov": ("openvino", "OpenVINO CPU ms")}  # key -> (format, header)
 
 
 def load_any(name: str):
@@ -71,23 +65,30 @@ def prepare(name: str, imgsz: int, batch: int, out_dir: Path) -> tuple[dict, obj
         "active_M": active_params(net) / 1e6,
         "gflops": get_flops(net, imgsz),
     }
+    formats = ["onnx"] + (["openvino"] if find_spec("openvino") else [])
     cwd = Path.cwd()
     os.chdir(out_dir)  # models built from a YAML export into the working directory
     try:
-        onnx_path = Path(model.export(format="onnx", imgsz=imgsz, batch=batch, verbose=False)).resolve()
+        for fmt in formats:
+            exported = Path(model.export(format=fmt, imgsz=imgsz, batch=batch, verbose=False)).resolve()
+            target = out_dir / (f"{Path(name).stem}.onnx" if fmt == "onnx" else f"{Path(name).stem}_openvino_model")
+            if target != exported:
+                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+                exported.replace(target)
+            row[fmt] = target
     finally:
         os.chdir(cwd)
-    row["onnx"] = out_dir / f"{Path(name).stem}.onnx"
-    onnx_path.replace(row["onnx"])
     return row, model
 
 
-def time_ort(path: Path, x: np.ndarray, threads: int, runs: int, warmup: int) -> tuple[float, float]:
-    from .export.parity import ort_session
-
-    session = ort_session(path, threads)
-    feed = {session.get_inputs()[0].name: x}
-    return latency(lambda: session.run(None, feed), warmup, runs)
+def time_exported(path: Path, threads: int, runs: int, warmup: int) -> tuple[float, float]:
+    """Median and p90 ms of an exported model, timed by ``export/timing.py`` in a fresh process."""
+    cmd = [sys.executable, timing.__file__, str(path), "--threads", str(threads), "--runs", str(runs)]
+    proc = subprocess.run([*cmd, "--warmup", str(warmup)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"timing {path.name} failed: {' '.join(proc.stderr.strip().splitlines()[-1:])}")
+    median, p90, _ = json.loads(proc.stdout.strip().splitlines()[-1])
+    return median, p90
 
 
 def time_torch(model, x: torch.Tensor, runs: int, warmup: int) -> tuple[float, float]:
@@ -120,21 +121,25 @@ def format_table(rows: list[dict], imgsz: int, batch: int, runs: int, threads: i
     first = rows[0]
 
     def ratio(row, key):
-        return f"{row[key] / first[key]:.2f}x" if row[key] and first[key] else "n/a"
+        return f"{row[key] / first[key]:.2f}x" if row.get(key) and first.get(key) else "n/a"
+
+    def timed(row, key):
+        return f"{row[key]:.1f} / {row[key.replace('_ms', '_p90')]:.1f}" if row.get(key) else "n/a (not installed)"
 
     lines = [
-        f"batch {batch}, {imgsz}x{imgsz}, {threads} CPU threads, median / p90 of {runs} runs; "
-        f"torch {torch.__version__}; ratios vs {first['model']}",
+        f"batch {batch}, {imgsz}x{imgsz}, {threads} CPU threads, median / p90 of {runs} runs; each exported model "
+        f"timed in its own process; torch {torch.__version__}; ratios vs {first['model']}",
         "",
-        "| model | params (M) | active (M) | GFLOPs | torch CPU ms | ratio | ORT CPU ms | ratio | TRT FP16 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | params (M) | active (M) | GFLOPs | torch CPU ms | ratio | ORT CPU ms | ratio | OpenVINO CPU ms "
+        "| ratio | TRT FP16 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         trt = f"{r['trt_fp16_ms']:.2f}" if r["trt_fp16_ms"] else "n/a (no GPU/TensorRT)"
         lines.append(
             f"| {r['model']} | {r['params_M']:.2f} | {r['active_M']:.2f} | {r['gflops']:.1f} "
-            f"| {r['torch_ms']:.1f} / {r['torch_p90']:.1f} | {ratio(r, 'torch_ms')} "
-            f"| {r['ort_ms']:.1f} / {r['ort_p90']:.1f} | {ratio(r, 'ort_ms')} | {trt} |"
+            f"| {timed(r, 'torch_ms')} | {ratio(r, 'torch_ms')} | {timed(r, 'ort_ms')} | {ratio(r, 'ort_ms')} "
+            f"| {timed(r, 'ov_ms')} | {ratio(r, 'ov_ms')} | {trt} |"
         )
     return "\n".join(lines)
 
@@ -166,11 +171,11 @@ def benchmark(
     threads = threads or os.cpu_count() or 1
     prepared = [prepare(m, imgsz, batch, out_dir) for m in models]
     x = torch.rand(batch, 3, imgsz, imgsz)
-    # ONNX Runtime first, for every model: torch's OpenMP workers spin for a while after each run
-    # and would steal the cores ONNX Runtime is being timed on.
     for row, _ in prepared:
-        LOGGER.info(f"benchmark: {row['model']} ONNX Runtime CPU, {threads} threads, {runs} runs")
-        row["ort_ms"], row["ort_p90"] = time_ort(row["onnx"], x.numpy(), threads, runs, warmup)
+        for key, (fmt, header) in RUNTIME_COLUMNS.items():
+            if fmt in row:
+                LOGGER.info(f"benchmark: {row['model']} {header[:-3]}, {threads} threads, {runs} runs")
+                row[f"{key}_ms"], row[f"{key}_p90"] = time_exported(row[fmt], threads, runs, warmup)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -181,7 +186,7 @@ def benchmark(
         torch.set_num_threads(previous)
     for row, model in prepared:
         row["trt_fp16_ms"] = _tensorrt_ms(model, imgsz, batch, runs, warmup)
-    rows = [{k: v for k, v in row.items() if k != "onnx"} for row, _ in prepared]
+    rows = [{k: v for k, v in row.items() if k not in {"onnx", "openvino"}} for row, _ in prepared]
     table = format_table(rows, imgsz, batch, runs, threads)
     (out_dir / "benchmark.md").write_text(table + "\n")
     with (out_dir / "benchmark.csv").open("w", newline="") as f:

@@ -20,7 +20,7 @@ MODES = {
     "train": (
         "Train a model (zoo name, YAML or .pt) on a dataset; data=shapes generates an offline one.",
         ["data"],
-        "yolo-master train model=n.yaml data=shapes epochs=3 imgsz=320 device=cpu",
+        "yolo-master train model=n.yaml data=shapes epochs=7 imgsz=160 batch=8 nbs=8 warmup_epochs=1 device=cpu",
     ),
     "val": (
         "Validate a model on a dataset's val split (data defaults to the checkpoint's own).",
@@ -292,6 +292,16 @@ def _export_strategies() -> str:
     return ", ".join(map(label, EXPORT_STRATEGIES))
 
 
+def _export_formats() -> str:
+    """``onnx (sparse: slice), ..., openvino (dense-routed: dense)``: each format's default ES-MoE graph."""
+    from .export.prepare import FORMAT_STRATEGY
+
+    def form(strategy: str) -> str:
+        return "dense-routed" if strategy == "dense" else "sparse"
+
+    return ", ".join(f"{f} ({form(s)}: {s})" for f, s in FORMAT_STRATEGY.items())
+
+
 def run_convert(args: dict):
     from . import YOLOMaster
     from .validate import check_output
@@ -322,7 +332,8 @@ def help_text(mode: str | None = None) -> str:
     desc, required, example = MODES[mode]
     extra = {
         "train": "\n  moe=0.5        weight of the MoE load-balancing loss (0 turns it off)",
-        "export": f"\n  strategy=...   ES-MoE graph: {_export_strategies()}",
+        "export": f"\n  format=...     for ES-MoE models: {_export_formats()}; other formats are refused"
+        f"\n  strategy=...   ES-MoE graph: {_export_strategies()}",
         "benchmark": "\n  compare=a.yaml,b.yaml  models to measure beside model=\n  runs=100 warmup=10     timed and "
         "warm-up runs per runtime",
         "convert": "\n  out=x.pt       output (default: <model>-native.pt, or <model>-top<K>.pt)"

@@ -19,7 +19,9 @@ from .engine import (
     YOLOMasterPoseTrainer,
     YOLOMasterSegmentationTrainer,
 )
+from .engine.summary import training_summary
 from .models import TASK_MODELS
+from .validate import check_exported_folder, check_exported_request, exported_metadata
 from .zoo import find_model_yaml, is_zoo_name, load_model_yaml
 
 
@@ -46,7 +48,9 @@ class YOLOMaster(Model):
     def __init__(self, model: str | Path = "yolo-master-n.yaml", task: str | None = None, verbose: bool = False):
         model = str(model)
         suffix = Path(model).suffix
-        if suffix in {"", ".yaml", ".yml"} or is_zoo_name(model):  # "v0.1-n" has the suffix ".1-n"
+        if Path(model).is_dir():  # an exported model folder (OpenVINO, ...): Ultralytics' AutoBackend runs it
+            check_exported_folder(model)
+        elif suffix in {"", ".yaml", ".yml"} or is_zoo_name(model):  # "v0.1-n" has the suffix ".1-n"
             find_model_yaml(model)  # unknown names fail here with the list of valid ones
             model = model if suffix in {".yaml", ".yml"} else f"{model}.yaml"
         elif suffix == ".pt" and not Path(model).is_file():
@@ -98,19 +102,24 @@ class YOLOMaster(Model):
             )
         if "data" in kwargs:
             kwargs["data"] = resolve_data(kwargs["data"])
-        return super().train(trainer=trainer, **kwargs)
+        result = super().train(trainer=trainer, **kwargs)
+        if RANK in {-1, 0} and self.trainer is not None:
+            LOGGER.info(training_summary(self.trainer))
+        return result
 
     def predict(self, source=None, stream: bool = False, predictor=None, **kwargs: Any):
         """Ultralytics ``predict``; image arrays and tensors are checked first (shape, dtype, range)."""
         from .validate import check_image_arrays
 
         check_image_arrays(source)
+        check_exported_request(self.model, exported_metadata(self.model), kwargs)
         return super().predict(source=source, stream=stream, predictor=predictor, **kwargs)
 
     def val(self, validator=None, **kwargs: Any):
         """Ultralytics ``val`` plus ``data=shapes``."""
         if "data" in kwargs:
             kwargs["data"] = resolve_data(kwargs["data"])
+        check_exported_request(self.model, exported_metadata(self.model), kwargs)
         return super().val(validator=validator, **kwargs)
 
     def export(self, strategy: str | None = None, **kwargs: Any) -> str:

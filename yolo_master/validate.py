@@ -72,6 +72,47 @@ def check_output(out: str | Path, source: str | Path, exist_ok: bool, source_nam
         raise ValueProblem(f"{out} exists: choose another out=, or pass exist_ok=True to replace it")
 
 
+def check_exported_folder(folder: str | Path) -> None:
+    """An exported model folder (``*_openvino_model/`` and the like) must keep the ``metadata.yaml`` that
+    export writes beside the model: without it Ultralytics guesses the task, names and image size."""
+    folder = Path(folder)
+    if not (folder / "metadata.yaml").is_file():
+        raise ValueProblem(
+            f"'{folder}' has no metadata.yaml (the task, class names, image size and batch that export writes "
+            "beside the model): copy it back from the export, or export again"
+        )
+
+
+def exported_metadata(model) -> dict | None:
+    """The ``metadata.yaml`` of an exported model folder (``model`` as Ultralytics keeps it: a path); else None."""
+    if not isinstance(model, (str, Path)) or not (Path(model) / "metadata.yaml").is_file():
+        return None
+    import yaml
+
+    return yaml.safe_load((Path(model) / "metadata.yaml").read_text()) or {}
+
+
+def check_exported_request(model: str | Path, metadata: dict | None, args: dict) -> None:
+    """``imgsz`` and ``batch`` asked of a static exported model must be the ones it was exported with
+    (Ultralytics would run it at its own size, or image by image, without saying so)."""
+    if not metadata or metadata.get("args", {}).get("dynamic") or "imgsz" not in metadata:
+        return
+    size, batch = [int(v) for v in metadata["imgsz"]], int(metadata.get("batch", 1))
+    if "imgsz" in args and args["imgsz"] is not None:
+        asked = [math.ceil(v / STRIDE) * STRIDE for v in _sizes("imgsz", args["imgsz"])]  # as Ultralytics rounds
+        asked = asked * 2 if len(asked) == 1 else asked
+        if asked != size:
+            shown = size[0] if size[0] == size[1] else size
+            raise ValueProblem(
+                f"{model} was exported for imgsz={shown}: run it with imgsz={shown} (or leave imgsz out), "
+                f"or export again with imgsz={args['imgsz']} (dynamic=True where the format allows)"
+            )
+    if args.get("batch") not in (None, batch) and int(args["batch"]) > batch:
+        raise ValueProblem(
+            f"{model} was exported for batch={batch}: use batch<={batch}, or export again with batch={args['batch']}"
+        )
+
+
 def check_source(source) -> None:
     """What Ultralytics accepts as a source: a file or folder, a glob with matches, a webcam index,
     ``screen``, or a URL / stream (those may use the network, on purpose)."""

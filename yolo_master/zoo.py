@@ -26,6 +26,10 @@ FAMILIES = {  # name prefix -> family YAML (each with a `scales:` table)
     "v0.1": "official/yolo-master-v0.1.yaml",
     "v0.1-seg": "official/yolo-master-v0.1-seg.yaml",
     "himoe": "detect/yolo-master-himoe.yaml",  # hierarchical routing (README "Routing options")
+    # the paper's placement ablation (Table 5): no ES-MoE, neck only, backbone + neck (the default is backbone)
+    "nomoe": "detect/yolo-master-nomoe.yaml",
+    "neck": "detect/yolo-master-neck.yaml",
+    "full": "detect/yolo-master-full.yaml",
 }
 # "[yolo-master-][family-]scale"; a user's own YAML file may have any prefix ("my_data2-s.yaml")
 _NAME = re.compile(rf"^(?:yolo-master-)?(?:(?P<family>[a-z0-9_.-]+)-)?(?P<scale>[{SCALES}])$")

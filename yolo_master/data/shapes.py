@@ -1,11 +1,14 @@
 """``shapes``: offline synthetic datasets for every task, in Ultralytics' formats, deterministic by seed.
 
-Five classes of filled shapes (circle, square, triangle, star, hexagon) at many scales (a few pixels
-to half the image), densities (1 to 12 per image), rotations and colours, on noisy gradient
-backgrounds, placed without overlap so every label describes what is visible. One scene generator,
-one writer per task:
+Five classes of filled shapes (circle, square, triangle, star, hexagon) in random rotations and
+colours on noisy gradient backgrounds, placed without overlap so every label describes what is
+visible. Two presets (:data:`PRESETS`): ``easy`` (one to three large shapes per image: a detector
+learns them in CPU minutes; ``data=shapes``) and ``hard`` (many scales, a few pixels to half the
+image, and densities, 1 to 12 per image; ``data=shapes-hard``). Validation images come from another
+random stream than training images (``(seed, 1, i)`` vs ``(seed, 0, i)``), so no scene is shared.
+One scene generator, one writer per task:
 
-- ``detect``   (``data=shapes``)      boxes;
+- ``detect``   (``data=shapes``, ``data=shapes-hard``) boxes;
 - ``segment``  (``data=shapes-seg``)  polygon masks;
 - ``pose``     (``data=shapes-pose``) boxes + 3 keypoints per shape (the points at 0, 120 and 240
   degrees from the shape's rotation on its circumcircle: a triangle's vertices);
@@ -31,12 +34,13 @@ import numpy as np
 
 CLASSES = ("circle", "square", "triangle", "star", "hexagon")
 TASKS = ("detect", "segment", "pose", "obb", "classify")
-VERSION = 2  # bump when the drawing changes, so cached copies are regenerated
+VERSION = 3  # bump when the drawing changes, so cached copies are regenerated
 KEYPOINTS = 3
 PRESETS = {  # name -> (objects per image [low, high), circumradius as a share of the image, log-uniform)
-    "hard": ((1, 13), (0.015, 0.25)),  # the default: many scales (a few pixels to half the image) and densities
-    "easy": ((1, 4), (0.12, 0.3)),  # one to three large shapes: a detector learns them in CPU minutes
+    "easy": ((1, 4), (0.12, 0.3)),  # the default: one to three large shapes, learnt in CPU minutes
+    "hard": ((1, 13), (0.015, 0.25)),  # many scales (a few pixels to half the image) and densities: research
 }
+SPLITS = ("train", "val")
 FLIP_IDX = (0, 2, 1)  # a left-right flip mirrors the angular order of the three keypoints
 
 
@@ -124,12 +128,12 @@ def _data_yaml(task: str, root: Path) -> str:
 
 
 def _write_split(
-    task: str, tmp: Path, split: str, count: int, offset: int, imgsz: int, seed: int, preset: str = "hard"
+    task: str, tmp: Path, split: str, count: int, offset: int, imgsz: int, seed: int, preset: str = "easy"
 ) -> None:
     from ultralytics.utils import TQDM
 
     for i in TQDM(range(count), desc=f"Generating shapes-{task}/{split}"):
-        rng = np.random.default_rng([seed, offset + i])
+        rng = np.random.default_rng([seed, SPLITS.index(split), i])  # each split its own stream
         if task == "classify":  # one large shape, classes in turn so every split holds every class
             cls = (offset + i) % len(CLASSES)
             img, _ = draw_scene(rng, imgsz, count=(1, 2), scale=(0.2, 0.4), cls=cls)
@@ -151,11 +155,11 @@ def generate(
     imgsz: int = 320,
     seed: int = 0,
     task: str = "detect",
-    preset: str = "hard",
+    preset: str = "easy",
 ) -> Path:
     """Write the dataset under ``out`` (atomically; an identical earlier copy is reused).
 
-    ``preset`` (detect, segment, pose, obb): ``hard`` (default) or ``easy`` (:data:`PRESETS`).
+    ``preset`` (detect, segment, pose, obb): ``easy`` (default) or ``hard`` (:data:`PRESETS`).
 
     Returns:
         the data YAML for detect / segment / pose / obb, the dataset folder for classify.
@@ -168,7 +172,7 @@ def generate(
         raise ValueError(f"shapes needs train >= 1, val >= 1 and imgsz >= 32, got {train}, {val}, {imgsz}")
     out = Path(out)
     params = {"version": VERSION, "task": task, "train": train, "val": val, "imgsz": imgsz, "seed": seed}
-    if preset != "hard":  # the default's stamp stays as it was, so existing copies are reused
+    if task != "classify":
         params["preset"] = preset
     result = out if task == "classify" else out / "data.yaml"
     stamp = out / "generator.json"
@@ -177,7 +181,7 @@ def generate(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        for split, count, offset in (("train", train, 0), ("val", val, train)):
+        for split, count, offset in zip(SPLITS, (train, val), (0, train)):
             if task != "classify":
                 (tmp / "images" / split).mkdir(parents=True)
                 (tmp / "labels" / split).mkdir(parents=True)
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--val", type=int, default=32, help="validation images")
     ap.add_argument("--imgsz", type=int, default=320, help="image size in pixels (square)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--preset", choices=tuple(PRESETS), default="hard", help="hard: many scales; easy: few, large")
+    ap.add_argument("--preset", choices=tuple(PRESETS), default="easy", help="easy: few, large; hard: many scales")
     a = ap.parse_args(argv)
     print(generate(a.out, a.train, a.val, a.imgsz, a.seed, a.task, a.preset))
 

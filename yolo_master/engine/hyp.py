@@ -42,4 +42,3 @@ def apply_extra_hyp(args, given: dict) -> None:
             setattr(args, key, given[key])
         elif getattr(args, key, None) is None:
             setattr(args, key, default)
-

@@ -79,4 +79,3 @@ def upgrade_himoe(block: nn.Module) -> None:
     for name in ("num_experts", "groups"):
         state.pop(name, None)
     block.experts.__dict__.pop("expected_routed", None)
-

@@ -103,11 +103,16 @@ def _unpickle(path: Path, names: list[str]) -> dict:
 
 def _torch_builtin(name: str) -> bool:
     """Globals torch's ``weights_only`` unpickler allows by itself (tensors, storages, containers)."""
-    return name.startswith(("torch._utils.", "torch.")) and not name.startswith("torch.nn.") or name in {
-        "collections.OrderedDict",
-        "builtins.set",
-        "__builtin__.set",
-    }
+    return (
+        name.startswith(("torch._utils.", "torch."))
+        and not name.startswith("torch.nn.")
+        or name
+        in {
+            "collections.OrderedDict",
+            "builtins.set",
+            "__builtin__.set",
+        }
+    )
 
 
 def _layer_rows(d: dict) -> list:

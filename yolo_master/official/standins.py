@@ -69,8 +69,10 @@ def allowed_global(name: str):
             return None
     if module.startswith(MOE_PREFIX):
         return STAND_INS.get(attr) if module in V0_MODULES + V26_MODULES else None
-    if module == "ultralytics.nn.tasks" and attr in TASK_CLASSES or module.startswith(
-        ("torch.nn.modules.", "ultralytics.nn.modules.")
+    if (
+        module == "ultralytics.nn.tasks"
+        and attr in TASK_CLASSES
+        or module.startswith(("torch.nn.modules.", "ultralytics.nn.modules."))
     ):
         try:
             obj = getattr(importlib.import_module(module), attr)

@@ -1,0 +1,167 @@
+"""Latency of one exported model in its own runtime: ONNX Runtime or OpenVINO on the CPU, TensorRT on a GPU.
+
+Free of torch and of the rest of the package on purpose: ``export/bench.py`` loads this file on a bare
+deployment box, and ``yolo-master benchmark`` runs it as ``python -m yolo_master.export.timing MODEL``
+in a fresh process per model and runtime (OpenVINO's worker threads keep spinning after a run and
+slow ONNX Runtime several-fold when both live in one process). Prints ``[median_ms, p90_ms, shape]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def latency(run, warmup: int = 10, runs: int = 100) -> tuple[float, float]:
+    """Median and p90 of ``run()`` in ms, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return statistics.median(times), times[int(0.9 * (len(times) - 1))]
+
+
+def _shape(arg) -> list[int]:
+    dims = [d if isinstance(d, int) and d > 0 else None for d in arg.shape]
+    return [1 if i == 0 else 640 if d is None else d for i, d in enumerate(dims)]
+
+
+def time_onnx(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, float, list[int]]:
+    """Median and p90 latency (ms) of one ONNX model with ONNX Runtime's CPU provider."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    shape = _shape(inp)
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    return (*latency(lambda: session.run(None, {inp.name: x}), warmup, runs), shape)
+
+
+def openvino_xml(path: Path) -> Path | None:
+    """The IR of an OpenVINO model folder (as Ultralytics writes it) or an ``.xml`` file; else None."""
+    if path.suffix == ".xml" and path.is_file():
+        return path
+    found = sorted(path.glob("*.xml")) if path.is_dir() else []
+    return found[0] if found else None
+
+
+def time_openvino(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, float, list[int]]:
+    """Median and p90 latency (ms) of one OpenVINO IR on the CPU, latency hint, ``threads`` threads."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(openvino_xml(path)))
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    compiled = core.compile_model(model, "CPU", config)
+    shape = [
+        1 if i == 0 else 640 if d.is_dynamic else d.get_length() for i, d in enumerate(model.input(0).partial_shape)
+    ]
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    request = compiled.create_infer_request()
+    return (*latency(lambda: request.infer({0: x}), warmup, runs), shape)
+
+
+RUNTIMES = {"onnx": "ONNX Runtime CPU", "openvino": "OpenVINO CPU", "engine": "TensorRT"}
+
+
+def runtime_of(path: Path) -> str | None:
+    """``onnx``, ``openvino`` or ``engine`` for a model this script can time; else None."""
+    if path.suffix in {".onnx", ".engine"} and path.is_file():
+        return path.suffix[1:]
+    return "openvino" if openvino_xml(path) else None
+
+
+def time_one(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, float, list[int]]:
+    """Time ``path`` in this process with the runtime its format needs."""
+    kind = runtime_of(path)
+    if kind == "engine":
+        return time_engine(path, warmup, runs)
+    if kind == "openvino":
+        return time_openvino(path, threads, warmup, runs)
+    return time_onnx(path, threads, warmup, runs)
+
+
+def _engine_bytes(path: Path) -> bytes:
+    """The serialized engine, without Ultralytics' metadata header when there is one."""
+    data = path.read_bytes()
+    size = int.from_bytes(data[:4], "little")
+    if 0 < size < len(data) - 4:
+        try:
+            json.loads(data[4 : 4 + size].decode("utf-8"))
+            return data[4 + size :]
+        except (UnicodeDecodeError, ValueError):
+            pass
+    return data
+
+
+def time_engine(path: Path, warmup: int, runs: int) -> tuple[float, float, list[int]]:
+    """Median and p90 latency (ms) of a TensorRT engine (TensorRT >= 10 tensor API)."""
+    try:
+        import tensorrt as trt
+        from cuda.bindings import runtime as cudart
+    except ImportError as e:
+        raise SystemExit(f"timing {path.name} needs TensorRT and cuda-python on a machine with a GPU ({e})") from None
+
+    def check(result):
+        err = result[0] if isinstance(result, tuple) else result
+        if int(err) != 0:
+            raise SystemExit(f"CUDA error {err} while timing {path.name}")
+        return result[1] if isinstance(result, tuple) and len(result) > 1 else None
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(_engine_bytes(path))
+    if engine is None:
+        raise SystemExit(f"TensorRT could not deserialize {path.name} (built by another TensorRT version?)")
+    context = engine.create_execution_context()
+    stream = check(cudart.cudaStreamCreate())
+    buffers, in_shape = [], []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        shape = list(engine.get_tensor_shape(name))
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+            shape = [1 if d < 0 else d for d in shape]
+            context.set_input_shape(name, shape)
+            in_shape = shape
+        nbytes = int(np.prod([max(d, 1) for d in shape])) * np.dtype(trt.nptype(engine.get_tensor_dtype(name))).itemsize
+        ptr = check(cudart.cudaMalloc(nbytes))
+        buffers.append(ptr)
+        context.set_tensor_address(name, ptr)
+
+    def run():
+        context.execute_async_v3(stream)
+        check(cudart.cudaStreamSynchronize(stream))
+
+    median, p90 = latency(run, warmup, runs)
+    for ptr in buffers:
+        check(cudart.cudaFree(ptr))
+    return median, p90, in_shape
+
+
+def main(argv: list[str] | None = None) -> list:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path, help=".onnx file, OpenVINO folder or .xml, TensorRT .engine")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=50)
+    a = ap.parse_args(argv)
+    if runtime_of(a.model) is None:
+        ap.error(f"'{a.model}' is not an existing .onnx, .engine, OpenVINO .xml or OpenVINO model folder")
+    result = list(time_one(a.model, a.threads, a.warmup, a.runs))
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
