@@ -199,7 +199,8 @@ def test_benchmark_cli_writes_a_table_with_ratios(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (tmp_path / "bench" / "benchmark.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| n.yaml") or line.startswith("| yolo12n")]
-    assert len(rows) == 2 and rows[0].count("| 1.00x |") == 3 and "n/a (no GPU/TensorRT)" in rows[0]  # torch, ORT, OV
+    # ratios of torch, ONNX Runtime, OpenVINO and the training step
+    assert len(rows) == 2 and rows[0].count("| 1.00x |") == 4 and "n/a (no GPU/TensorRT)" in rows[0]
     assert (tmp_path / "bench" / "n_openvino_model" / "metadata.yaml").is_file()
     assert (tmp_path / "bench" / "n.onnx").is_file() and (tmp_path / "bench" / "benchmark.csv").is_file()
 

@@ -97,6 +97,42 @@ def time_torch(model, x: torch.Tensor, runs: int, warmup: int) -> tuple[float, f
         return latency(lambda: net(x), warmup, runs)
 
 
+TRAIN_STEP = (8, 320)  # batch, image size of the training-step row (issue 14's measurement)
+
+
+def detect_batch(batch: int, imgsz: int) -> dict:
+    """A synthetic detection batch: random images, one box of class 0 per image (labels as Ultralytics'
+    collate gives them)."""
+    return {
+        "img": torch.rand(batch, 3, imgsz, imgsz),
+        "cls": torch.zeros(batch, 1),
+        "bboxes": torch.tensor([[0.5, 0.5, 0.3, 0.3]]).repeat(batch, 1),
+        "batch_idx": torch.arange(batch, dtype=torch.float32),
+    }
+
+
+def time_train_step(model, runs: int, warmup: int, batch: int = TRAIN_STEP[0], imgsz: int = TRAIN_STEP[1]):
+    """Median and p90 ms of one training step (forward, the task loss with the MoE term, backward) of a
+    detection model in train mode; None for other tasks. The optimizer update is left out: it is the same
+    per parameter for every model."""
+    from ultralytics.cfg import get_cfg
+
+    if getattr(model, "task", None) != "detect":
+        return None
+    net = deepcopy(model.model).float().train()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    net.args = get_cfg(overrides={"task": "detect"})  # the loss gains, as a trainer would set them
+    data = detect_batch(batch, imgsz)
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        loss, _ = net.loss(data)
+        loss.sum().backward()
+
+    return latency(step, warmup, runs)
+
+
 def _tensorrt_ms(model, imgsz: int, batch: int, runs: int, warmup: int) -> float | None:
     """TensorRT FP16 median latency where a GPU and TensorRT exist, else None."""
     from importlib.util import find_spec
@@ -124,22 +160,22 @@ def format_table(rows: list[dict], imgsz: int, batch: int, runs: int, threads: i
         return f"{row[key] / first[key]:.2f}x" if row.get(key) and first.get(key) else "n/a"
 
     def timed(row, key):
-        return f"{row[key]:.1f} / {row[key.replace('_ms', '_p90')]:.1f}" if row.get(key) else "n/a (not installed)"
+        return f"{row[key]:.1f} / {row[key.replace('_ms', '_p90')]:.1f}" if row.get(key) else "n/a"
 
     lines = [
         f"batch {batch}, {imgsz}x{imgsz}, {threads} CPU threads, median / p90 of {runs} runs; each exported model "
         f"timed in its own process; torch {torch.__version__}; ratios vs {first['model']}",
         "",
         "| model | params (M) | active (M) | GFLOPs | torch CPU ms | ratio | ORT CPU ms | ratio | OpenVINO CPU ms "
-        "| ratio | TRT FP16 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| ratio | TRT FP16 ms | train step ms (batch {TRAIN_STEP[0]}, {TRAIN_STEP[1]} px, fwd + bwd) | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         trt = f"{r['trt_fp16_ms']:.2f}" if r["trt_fp16_ms"] else "n/a (no GPU/TensorRT)"
         lines.append(
             f"| {r['model']} | {r['params_M']:.2f} | {r['active_M']:.2f} | {r['gflops']:.1f} "
             f"| {timed(r, 'torch_ms')} | {ratio(r, 'torch_ms')} | {timed(r, 'ort_ms')} | {ratio(r, 'ort_ms')} "
-            f"| {timed(r, 'ov_ms')} | {ratio(r, 'ov_ms')} | {trt} |"
+            f"| {timed(r, 'ov_ms')} | {ratio(r, 'ov_ms')} | {trt} | {timed(r, 'train_ms')} | {ratio(r, 'train_ms')} |"
         )
     return "\n".join(lines)
 
@@ -182,6 +218,10 @@ def benchmark(
         for row, model in prepared:
             LOGGER.info(f"benchmark: {row['model']} torch eager CPU, {threads} threads, {runs} runs")
             row["torch_ms"], row["torch_p90"] = time_torch(model, x, runs, warmup)
+        steps, step_warmup = max(runs // 10, 2), min(warmup, 2)  # a training step costs ~10 inferences
+        for row, model in prepared:
+            LOGGER.info(f"benchmark: {row['model']} training step (batch {TRAIN_STEP[0]}, {TRAIN_STEP[1]} px)")
+            row["train_ms"], row["train_p90"] = time_train_step(model, steps, step_warmup) or (None, None)
     finally:
         torch.set_num_threads(previous)
     for row, model in prepared:

@@ -37,7 +37,7 @@ def holds_only_weights(path) -> bool:
 
 
 class YOLOMaster(Model):
-    """YOLO-Master model from a zoo name (``'n.yaml'``), a model YAML, or a ``.pt`` checkpoint.
+    """YOLO-Master model from a zoo name (``'n.yaml'``), a model YAML, a ``.pt`` checkpoint or an exported folder.
 
     Examples:
         >>> model = YOLOMaster("n.yaml")

@@ -27,7 +27,7 @@ def latency(run, warmup: int = 10, runs: int = 100) -> tuple[float, float]:
         run()
         times.append((time.perf_counter() - t) * 1e3)
     times.sort()
-    return statistics.median(times), times[int(0.9 * (len(times) - 1))]
+    return statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))]
 
 
 def _shape(arg) -> list[int]:
