@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 TIMING = Path(__file__).resolve().parents[1] / "yolo_master" / "export" / "timing.py"
@@ -36,15 +33,6 @@ def load_timing(path: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def time_isolated(timing: Path, path: Path, threads: int, warmup: int, runs: int) -> tuple[float, float, list[int]]:
-    """Time ``path`` with ``timing.py`` in a fresh interpreter: no other runtime's threads share the process."""
-    cmd = [sys.executable, str(timing), str(path), "--threads", str(threads), "--warmup", str(warmup)]
-    proc = subprocess.run([*cmd, "--runs", str(runs)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"timing {path} failed: {' '.join(proc.stderr.strip().splitlines()[-1:])}")
-    return tuple(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -66,7 +54,10 @@ def main(argv: list[str] | None = None) -> str:
     best: dict[Path, tuple[float, float, list[int]]] = {}
     for _ in range(max(a.rounds, 1)):
         for path in a.models:
-            timed = time_isolated(a.timing, path, a.threads, a.warmup, a.runs)
+            try:
+                timed = timing.time_in_own_process(path, a.threads, a.warmup, a.runs)
+            except RuntimeError as e:  # one line, as for every other failure of this script
+                raise SystemExit(str(e)) from None
             if path not in best or timed[0] < best[path][0]:
                 best[path] = timed
     rows = [

@@ -66,6 +66,24 @@ def images(n: int, c: int = 8, size: int = 6) -> torch.Tensor:
     return torch.randn(n, c, size, size) * torch.rand(n, 1, 1, 1).mul(3).add(0.1) + torch.randn(n, c, 1, 1)
 
 
+def each_route_in_turn(model):
+    """Force every ES-MoE layer of ``model`` (a ``YOLOMaster``) through each of its K-of-E expert
+    combinations in turn (a layer with fewer combinations cycles); yields ``(blocks, chosen)`` per round,
+    ``chosen`` holding each block's experts in the order its router ranks them."""
+    import itertools
+
+    from yolo_master import ESMoE
+    from yolo_master.export.parity import force_route
+
+    blocks = [m for m in model.model.modules() if isinstance(m, ESMoE)]
+    combos = [list(itertools.combinations(range(b.num_experts), b.top_k)) for b in blocks]
+    for round_ in range(max(map(len, combos))):
+        chosen = [list(c[round_ % len(c)]) for c in combos]
+        for b, c in zip(blocks, chosen):
+            force_route(b, tuple(c), input_weight=0.01)
+        yield blocks, chosen
+
+
 def randomize_stats(block):
     """Non-trivial BatchNorm statistics and affine terms, so that a reference really exercises them."""
     with torch.no_grad():

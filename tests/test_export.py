@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import each_route_in_turn, run_cli
 
 from yolo_master import ESMoE, YOLOMaster
 from yolo_master.export import inspect_onnx
@@ -99,19 +99,15 @@ def test_static_batch_is_unrolled_exactly(tmp_path, strategy):
 @pytest.mark.parametrize("strategy", SPARSE)
 def test_model_export_matches_pytorch_over_every_combination_of_every_layer(tmp_path, strategy):
     model = YOLOMaster("n.yaml")
-    blocks = [m for m in model.model.modules() if isinstance(m, ESMoE)]
-    combos = [list(itertools.combinations(range(b.num_experts), b.top_k)) for b in blocks]
     rng = np.random.default_rng(0)
-    for round_ in range(max(map(len, combos))):
-        for b, c in zip(blocks, combos):
-            _force(b, c[round_ % len(c)])
+    for blocks, chosen in each_route_in_turn(model):
         path = model.export(format="onnx", imgsz=64, strategy=strategy)
         net = model.model.float().eval()
         for _ in range(2):
             x = rng.random((1, 3, 64, 64), dtype=np.float32)
             with torch.no_grad():
                 ref = net(torch.from_numpy(x))[0].numpy()
-            assert [b.last_routing.indices[0].tolist() for b in blocks] == [list(c[round_ % len(c)]) for c in combos]
+            assert [b.last_routing.indices[0].tolist() for b in blocks] == chosen
             assert np.abs(_run(path, x) - ref).max() <= 1e-4
 
 

@@ -3,15 +3,12 @@ the exported folder predicting and validating through ``YOLOMaster``, and one-li
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import each_route_in_turn, run_cli
 
-from yolo_master import ESMoE, YOLOMaster
-from yolo_master.export.parity import force_route
+from yolo_master import YOLOMaster
 from yolo_master.export.prepare import FORMAT_STRATEGY, export_strategy
 
 ov = pytest.importorskip("openvino")
@@ -33,20 +30,15 @@ def test_openvino_matches_pytorch_over_every_combination_of_every_layer(tmp_path
     from pathlib import Path
 
     model = YOLOMaster("n.yaml")
-    blocks = [m for m in model.model.modules() if isinstance(m, ESMoE)]
-    combos = [list(itertools.combinations(range(b.num_experts), b.top_k)) for b in blocks]
     rng = np.random.default_rng(0)
-    for round_ in range(max(map(len, combos))):
-        chosen = [c[round_ % len(c)] for c in combos]
-        for b, c in zip(blocks, chosen):
-            force_route(b, c, input_weight=0.01)
+    for round_, (blocks, chosen) in enumerate(each_route_in_turn(model)):
         compiled = _compiled(Path(model.export(format="openvino", imgsz=64, strategy=strategy)), f"round{round_}")
         net = model.model.float().eval()
         for _ in range(2):
             x = rng.random((1, 3, 64, 64), dtype=np.float32)
             with torch.no_grad():
                 ref = net(torch.from_numpy(x))[0].numpy()
-            assert [b.last_routing.indices[0].tolist() for b in blocks] == [list(c) for c in chosen]
+            assert [b.last_routing.indices[0].tolist() for b in blocks] == chosen
             got = compiled(x)[0]
             assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
 

@@ -13,11 +13,8 @@ run directory.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
-import subprocess
-import sys
 from copy import deepcopy
 from importlib.util import find_spec
 from pathlib import Path
@@ -73,22 +70,15 @@ def prepare(name: str, imgsz: int, batch: int, out_dir: Path) -> tuple[dict, obj
             exported = Path(model.export(format=fmt, imgsz=imgsz, batch=batch, verbose=False)).resolve()
             target = out_dir / (f"{Path(name).stem}.onnx" if fmt == "onnx" else f"{Path(name).stem}_openvino_model")
             if target != exported:
-                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+                if target.is_dir():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    target.unlink(missing_ok=True)
                 exported.replace(target)
             row[fmt] = target
     finally:
         os.chdir(cwd)
     return row, model
-
-
-def time_exported(path: Path, threads: int, runs: int, warmup: int) -> tuple[float, float]:
-    """Median and p90 ms of an exported model, timed by ``export/timing.py`` in a fresh process."""
-    cmd = [sys.executable, timing.__file__, str(path), "--threads", str(threads), "--runs", str(runs)]
-    proc = subprocess.run([*cmd, "--warmup", str(warmup)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"timing {path.name} failed: {' '.join(proc.stderr.strip().splitlines()[-1:])}")
-    median, p90, _ = json.loads(proc.stdout.strip().splitlines()[-1])
-    return median, p90
 
 
 def time_torch(model, x: torch.Tensor, runs: int, warmup: int) -> tuple[float, float]:
@@ -211,7 +201,7 @@ def benchmark(
         for key, (fmt, header) in RUNTIME_COLUMNS.items():
             if fmt in row:
                 LOGGER.info(f"benchmark: {row['model']} {header[:-3]}, {threads} threads, {runs} runs")
-                row[f"{key}_ms"], row[f"{key}_p90"] = time_exported(row[fmt], threads, runs, warmup)
+                row[f"{key}_ms"], row[f"{key}_p90"], _ = timing.time_in_own_process(row[fmt], threads, warmup, runs)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -21,7 +21,7 @@ from .engine import (
 )
 from .engine.summary import training_summary
 from .models import TASK_MODELS
-from .validate import check_exported_folder, check_exported_request, exported_metadata
+from .validate import check_exported_folder, check_exported_request
 from .zoo import find_model_yaml, is_zoo_name, load_model_yaml
 
 
@@ -112,14 +112,14 @@ class YOLOMaster(Model):
         from .validate import check_image_arrays
 
         check_image_arrays(source)
-        check_exported_request(self.model, exported_metadata(self.model), kwargs)
+        check_exported_request(self.model, kwargs)
         return super().predict(source=source, stream=stream, predictor=predictor, **kwargs)
 
     def val(self, validator=None, **kwargs: Any):
         """Ultralytics ``val`` plus ``data=shapes``."""
         if "data" in kwargs:
             kwargs["data"] = resolve_data(kwargs["data"])
-        check_exported_request(self.model, exported_metadata(self.model), kwargs)
+        check_exported_request(self.model, kwargs)
         return super().val(validator=validator, **kwargs)
 
     def export(self, strategy: str | None = None, **kwargs: Any) -> str:

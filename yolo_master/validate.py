@@ -83,7 +83,7 @@ def check_exported_folder(folder: str | Path) -> None:
         )
 
 
-def exported_metadata(model) -> dict | None:
+def _exported_metadata(model) -> dict | None:
     """The ``metadata.yaml`` of an exported model folder (``model`` as Ultralytics keeps it: a path); else None."""
     if not isinstance(model, (str, Path)) or not (Path(model) / "metadata.yaml").is_file():
         return None
@@ -92,9 +92,11 @@ def exported_metadata(model) -> dict | None:
     return yaml.safe_load((Path(model) / "metadata.yaml").read_text()) or {}
 
 
-def check_exported_request(model: str | Path, metadata: dict | None, args: dict) -> None:
-    """``imgsz`` and ``batch`` asked of a static exported model must be the ones it was exported with
-    (Ultralytics would run it at its own size, or image by image, without saying so)."""
+def check_exported_request(model, args: dict) -> None:
+    """``imgsz`` and ``batch`` asked of a static exported model (``model`` as Ultralytics keeps an exported
+    folder: its path; anything else passes) must be the ones it was exported with (Ultralytics would run
+    it at its own size, or image by image, without saying so)."""
+    metadata = _exported_metadata(model)
     if not metadata or metadata.get("args", {}).get("dynamic") or "imgsz" not in metadata:
         return
     size, batch = [int(v) for v in metadata["imgsz"]], int(metadata.get("batch", 1))

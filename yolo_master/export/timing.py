@@ -1,9 +1,10 @@
 """Latency of one exported model in its own runtime: ONNX Runtime or OpenVINO on the CPU, TensorRT on a GPU.
 
-Free of torch and of the rest of the package on purpose: ``export/bench.py`` loads this file on a bare
-deployment box, and ``yolo-master benchmark`` runs it as ``python -m yolo_master.export.timing MODEL``
-in a fresh process per model and runtime (OpenVINO's worker threads keep spinning after a run and
-slow ONNX Runtime several-fold when both live in one process). Prints ``[median_ms, p90_ms, shape]``.
+Free of torch and of the rest of the package on purpose: ``export/bench.py`` loads this file by path on
+a bare deployment box. Both it and ``yolo-master benchmark`` time each exported model with
+:func:`time_in_own_process`, which runs this file (``python timing.py MODEL``) in a fresh interpreter:
+OpenVINO's worker threads keep spinning after a run and slow ONNX Runtime several-fold when both live
+in one process. Run as a script it prints ``[median_ms, p90_ms, shape]``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,8 +33,8 @@ def latency(run, warmup: int = 10, runs: int = 100) -> tuple[float, float]:
     return statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))]
 
 
-def _shape(arg) -> list[int]:
-    dims = [d if isinstance(d, int) and d > 0 else None for d in arg.shape]
+def _static(dims: list[int | None]) -> list[int]:
+    """An input shape to time with: batch 1, other dynamic axes (None) 640."""
     return [1 if i == 0 else 640 if d is None else d for i, d in enumerate(dims)]
 
 
@@ -44,7 +47,7 @@ def time_onnx(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, 
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     inp = session.get_inputs()[0]
-    shape = _shape(inp)
+    shape = _static([d if isinstance(d, int) and d > 0 else None for d in inp.shape])
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     return (*latency(lambda: session.run(None, {inp.name: x}), warmup, runs), shape)
 
@@ -65,9 +68,7 @@ def time_openvino(path: Path, threads: int, warmup: int, runs: int) -> tuple[flo
     model = core.read_model(str(openvino_xml(path)))
     config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
     compiled = core.compile_model(model, "CPU", config)
-    shape = [
-        1 if i == 0 else 640 if d.is_dynamic else d.get_length() for i, d in enumerate(model.input(0).partial_shape)
-    ]
+    shape = _static([None if d.is_dynamic else d.get_length() for d in model.input(0).partial_shape])
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     request = compiled.create_infer_request()
     return (*latency(lambda: request.infer({0: x}), warmup, runs), shape)
@@ -91,6 +92,20 @@ def time_one(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, f
     if kind == "openvino":
         return time_openvino(path, threads, warmup, runs)
     return time_onnx(path, threads, warmup, runs)
+
+
+def time_in_own_process(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, float, list[int]]:
+    """:func:`time_one` in a fresh interpreter running this file: no other runtime's threads share it.
+
+    Raises:
+        RuntimeError: the timing failed; the message is the child's last error line.
+    """
+    cmd = [sys.executable, __file__, str(path), "--threads", str(threads), "--warmup", str(warmup)]
+    proc = subprocess.run([*cmd, "--runs", str(runs)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"timing {path} failed: {' '.join(proc.stderr.strip().splitlines()[-1:])}")
+    median, p90, shape = json.loads(proc.stdout.strip().splitlines()[-1])
+    return median, p90, shape
 
 
 def _engine_bytes(path: Path) -> bytes:
