@@ -79,7 +79,7 @@ def test_missing_openvino_names_the_extra(monkeypatch):
     with pytest.raises(
         RuntimeError, match=r"needs openvino, which is not installed: pip install 'yolo-master\[openvino\]'"
     ):
-        export_strategy("openvino", None, False, has_moe=False)  # stock models too: Ultralytics would pip install
+        export_strategy("openvino", None, False, has_moe=False)  # stock models too
 
 
 @pytest.fixture(scope="module")

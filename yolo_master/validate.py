@@ -94,8 +94,8 @@ def _exported_metadata(model) -> dict | None:
 
 def check_exported_request(model, args: dict) -> None:
     """``imgsz`` and ``batch`` asked of a static exported model (``model`` as Ultralytics keeps an exported
-    folder: its path; anything else passes) must be the ones it was exported with (Ultralytics would run
-    it at its own size, or image by image, without saying so)."""
+    folder: its path; anything else passes) must be the ones it was exported with (Ultralytics runs such
+    requests without an error)."""
     metadata = _exported_metadata(model)
     if not metadata or metadata.get("args", {}).get("dynamic") or "imgsz" not in metadata:
         return

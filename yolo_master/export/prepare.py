@@ -17,9 +17,8 @@ from ..nn import EXPORT_STRATEGIES, moe_layers
 # The strategy each format traces by default (README "Export" has the measurements):
 # ONNX Runtime runs `slice` fastest; TensorRT gets `gather`, which needs no data-dependent shapes;
 # OpenVINO runs the dense-routed form fastest (gate and TopK in the graph, every expert computed, the
-# unchosen ones weighted by zero: the same function): its CPU plugin loses more on the sparse forms'
-# data-dependent shapes, graph-valued weights or If subgraphs than it saves (measured at 640 px,
-# 2 threads: dense 0.79x slice, 0.86x gather, 0.83x branch).
+# unchosen ones weighted by zero: the same function; measured at 640 px, 2 threads: dense 0.79x slice,
+# 0.86x gather, 0.83x branch). The sparse forms save inside one layer there but not in the whole model.
 FORMAT_STRATEGY = {"onnx": "slice", "torchscript": "slice", "engine": "gather", "openvino": "dense"}
 SUPPORTED_FORMATS = tuple(FORMAT_STRATEGY)
 EXTRAS = {"openvino": ("openvino", "pip install 'yolo-master[openvino]' (or pip install openvino)")}
