@@ -14,7 +14,8 @@ from conftest import loop_reference, randomize_stats
 from yolo_master.nn import STRATEGIES, ESMoE
 from yolo_master.nn.cost import active_params
 from yolo_master.nn.routers import load_balancing_loss, top_k
-from yolo_master.nn.routers.topk import hard_top_k, soft_top_k
+from yolo_master.nn.routers.base import scatter_dense
+from yolo_master.nn.routers.topk import hard_top_k, masked_top_k, soft_top_k
 
 ALL_STRATEGIES = ["auto", *STRATEGIES]
 EAGER = ["auto", "select", "grouped", "dense"]
@@ -39,6 +40,19 @@ def _steer_with_onehot(block: ESMoE, logits: torch.Tensor, x: torch.Tensor) -> N
             block.router.logits.weight[:, b, 0, 0] = logits[b] / act
 
 
+def chosen_experts(block: ESMoE, image: int = 0) -> list[int]:
+    """The experts ``image`` ran, as the routing records them: ``indices`` in rank order, or under
+    ``masked`` (every expert in expert order, the unchosen with weight 0) the non-zero ones."""
+    r = block.last_routing
+    if block.strategy == "masked":
+        return [i for i, w in zip(r.indices[image].tolist(), r.weights[image].tolist()) if w != 0]
+    return r.indices[image].tolist()
+
+
+def expected_experts(block: ESMoE, route) -> list[int]:
+    return sorted(route) if block.strategy == "masked" else list(route)
+
+
 def routes_for(e: int, k: int) -> list[tuple[int, ...]]:
     return list(itertools.permutations(range(e), k)) if e <= 3 else list(itertools.combinations(range(e), k))
 
@@ -53,8 +67,8 @@ def test_every_strategy_matches_loop_for_every_combination(strategy, e, k):
         _steer_with_onehot(block, torch.tensor([[10.0 - route.index(i) if i in route else -20.0 for i in range(e)]]), x)
         with torch.no_grad():
             out, ref = block(x), loop_reference(block, x)
-        expected = list(route) if k < e else list(range(e))  # K == E: every expert, in expert order
-        assert block.last_routing.indices[0].tolist() == expected
+        expected = expected_experts(block, route) if k < e else list(range(e))  # K == E: every expert, in order
+        assert chosen_experts(block) == expected
         assert (out - ref).abs().max() <= 1e-5, (strategy, route)
 
 
@@ -74,7 +88,7 @@ def test_batch_with_different_routes_per_image(strategy, e, k):
     _steer_with_onehot(block, logits, x)
     with torch.no_grad():
         out, ref = block(x), loop_reference(block, x)
-    assert [r.tolist() for r in block.last_routing.indices] == [list(r) for r in chosen]
+    assert [chosen_experts(block, b) for b in range(batch)] == [expected_experts(block, r) for r in chosen]
     assert len({tuple(r) for r in chosen}) > 1  # the batch really mixes routes
     assert out.shape == (batch, 24, 7, 7)
     assert (out - ref).abs().max() <= 1e-5
@@ -89,6 +103,19 @@ def test_soft_and_hard_top_k_give_the_same_weights(k):
     assert torch.equal(is_, ih)
     assert torch.allclose(ws, wh, atol=1e-6)
     assert torch.allclose(ws.sum(-1), torch.ones(64), atol=1e-6)
+
+
+@pytest.mark.parametrize("e,k", [(2, 1), (4, 2), (4, 3), (8, 2), (16, 4)])
+def test_masked_top_k_is_hard_top_k_from_arithmetic_alone(e, k):
+    """The ``masked`` export routing equals eq. 9 scattered over the experts, ties to the lower index."""
+    torch.manual_seed(e + k)
+    logits = torch.randn(64, e) * 3
+    logits[:16] = logits[:16].round()  # many ties
+    w, idx = hard_top_k(logits, k)
+    assert torch.allclose(masked_top_k(logits, k), scatter_dense(idx, w, e), atol=1e-6)
+    bias = torch.randn(e)  # loss-free balancing: shifts the choice, not the weights
+    w, idx = hard_top_k(logits, k, bias)
+    assert torch.allclose(masked_top_k(logits, k, bias), scatter_dense(idx, w, e), atol=1e-6)
 
 
 def test_train_and_eval_routing_give_the_same_output_with_bn_held():

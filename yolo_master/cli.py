@@ -281,25 +281,24 @@ def run_upcycle(args: dict):
 
 
 def _export_strategies() -> str:
-    """``slice (onnx, torchscript default), gather (engine default), branch, dense`` from the export table."""
-    from .export.prepare import FORMAT_STRATEGY
+    """``slice (onnx, torchscript, mnn default), gather (engine default), ...`` from the format table."""
+    from .export.formats import FORMATS
     from .nn import EXPORT_STRATEGIES
 
     def label(strategy: str) -> str:
-        formats = [f for f, s in FORMAT_STRATEGY.items() if s == strategy]
+        formats = [f for f, spec in FORMATS.items() if spec.strategy == strategy]
         return f"{strategy} ({', '.join(formats)} default)" if formats else strategy
 
     return ", ".join(map(label, EXPORT_STRATEGIES))
 
 
 def _export_formats() -> str:
-    """``onnx (sparse: slice), ..., openvino (dense-routed: dense)``: each format's default ES-MoE graph."""
-    from .export.prepare import FORMAT_STRATEGY
+    """``onnx (sparse: slice), ..., ncnn (dense-routed: masked)``: each format's default ES-MoE graph,
+    then the formats ES-MoE models cannot reach."""
+    from .export.formats import FORMATS, UNAVAILABLE
 
-    def form(strategy: str) -> str:
-        return "dense-routed" if strategy == "dense" else "sparse"
-
-    return ", ".join(f"{f} ({form(s)}: {s})" for f, s in FORMAT_STRATEGY.items())
+    reach = ", ".join(f"{f} ({spec.form}: {spec.strategy})" for f, spec in FORMATS.items())
+    return f"{reach}; not available: {', '.join(UNAVAILABLE)} (the error says why)"
 
 
 def run_convert(args: dict):
@@ -332,7 +331,7 @@ def help_text(mode: str | None = None) -> str:
     desc, required, example = MODES[mode]
     extra = {
         "train": "\n  moe=0.5        weight of the MoE load-balancing loss (0 turns it off)",
-        "export": f"\n  format=...     for ES-MoE models: {_export_formats()}; other formats are refused"
+        "export": f"\n  format=...     for ES-MoE models: {_export_formats()}"
         f"\n  strategy=...   ES-MoE graph: {_export_strategies()}",
         "benchmark": "\n  compare=a.yaml,b.yaml  models to measure beside model=\n  runs=100 warmup=10     timed and "
         "warm-up runs per runtime",

@@ -129,7 +129,13 @@ class YOLOMaster(Model):
             strategy: ES-MoE graph strategy (``slice``, ``gather``, ``branch`` or ``dense``); default per format.
             **kwargs: Ultralytics export arguments (``format``, ``imgsz``, ``batch``, ``half``, ...).
         """
-        from .export.prepare import export_strategy, traced_strategy
+        from .export.prepare import (
+            check_converted,
+            export_form,
+            export_strategy,
+            offline_onnx2tf_sample,
+            traced_strategy,
+        )
         from .nn import HiMoE, moe_layers
 
         layers = moe_layers(self.model) if isinstance(self.model, nn.Module) else []  # formats must keep routing
@@ -140,8 +146,12 @@ class YOLOMaster(Model):
         # only blocks with strategies (ES-MoE) unroll the batch; FFN-MoE (upcycled) graphs are batch-generic
         unrolled_dynamic = dynamic and any(m.strategies for m in layers)
         chosen = export_strategy(fmt, strategy, unrolled_dynamic, bool(layers))
-        with traced_strategy(self.model, chosen):
-            return super().export(**kwargs)
+        if chosen:
+            LOGGER.info(f"yolo-master export: format={fmt}: {export_form(fmt, chosen)}")
+        with traced_strategy(self.model, chosen), offline_onnx2tf_sample(fmt):
+            exported = super().export(**kwargs)
+        check_converted(fmt, exported)
+        return exported
 
     @property
     def task_map(self) -> dict[str, dict[str, Any]]:

@@ -7,21 +7,17 @@ block for the duration of an export and refuses combinations that cannot work, w
 from __future__ import annotations
 
 from contextlib import contextmanager
-from importlib.util import find_spec
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..nn import EXPORT_STRATEGIES, moe_layers
+from ..nn.fusion import folded_once
+from .formats import DENSE_ROUTED, FORMATS, check_format, form_of
 
-# The strategy each format traces by default (README "Export" has the measurements):
-# ONNX Runtime runs `slice` fastest; TensorRT gets `gather`, which needs no data-dependent shapes;
-# OpenVINO runs the dense-routed form fastest (gate and TopK in the graph, every expert computed, the
-# unchosen ones weighted by zero: the same function; measured at 640 px, 2 threads: dense 0.79x slice,
-# 0.86x gather, 0.83x branch). The sparse forms save inside one layer there but not in the whole model.
-FORMAT_STRATEGY = {"onnx": "slice", "torchscript": "slice", "engine": "gather", "openvino": "dense"}
-SUPPORTED_FORMATS = tuple(FORMAT_STRATEGY)
-EXTRAS = {"openvino": ("openvino", "pip install 'yolo-master[openvino]' (or pip install openvino)")}
+FORMAT_STRATEGY = {fmt: spec.strategy for fmt, spec in FORMATS.items()}  # each format's default graph
+SUPPORTED_FORMATS = tuple(FORMATS)
 
 
 def export_strategy(fmt: str, strategy: str | None, dynamic: bool, has_moe: bool) -> str | None:
@@ -29,45 +25,96 @@ def export_strategy(fmt: str, strategy: str | None, dynamic: bool, has_moe: bool
 
     Raises:
         ValueError: unsupported format, unknown strategy, or a dynamic batch with a sparse strategy.
+        RuntimeError: the format's packages (or, for engine, the GPU) are missing.
     """
-    if fmt in EXTRAS and find_spec(EXTRAS[fmt][0]) is None:
-        raise RuntimeError(f"format={fmt} needs {EXTRAS[fmt][0]}, which is not installed: {EXTRAS[fmt][1]}")
-    if not has_moe:
-        return None
-    if fmt not in FORMAT_STRATEGY:
-        raise ValueError(
-            f"ES-MoE models export to {', '.join(SUPPORTED_FORMATS)}; format '{fmt}' is not supported "
-            "(its converter cannot keep the routing)"
+    if fmt == "engine" and has_moe and not torch.cuda.is_available():
+        raise RuntimeError(
+            "format=engine builds a TensorRT engine and needs an NVIDIA GPU: this machine has no CUDA device "
+            "(format=onnx works here; run scripts/gpu_check.sh where a GPU is)"
         )
-    strategy = strategy or FORMAT_STRATEGY[fmt]
+    if not has_moe:
+        if fmt in FORMATS and fmt != "engine":  # stock models: Ultralytics decides; a missing package is one line
+            check_format(fmt)
+        return None
+    spec = check_format(fmt)
+    strategy = strategy or spec.strategy
     if strategy not in EXPORT_STRATEGIES:
         raise ValueError(f"unknown export strategy '{strategy}': choose one of {', '.join(EXPORT_STRATEGIES)}")
-    if dynamic and strategy != "dense":
+    if dynamic and form_of(strategy) != DENSE_ROUTED:
         raise ValueError(
             f"dynamic=True cannot trace the sparse '{strategy}' ES-MoE graph (it unrolls a static batch): "
             "export with a fixed batch=N, or pass strategy=dense for a dynamic graph that computes every expert"
         )
-    if fmt == "engine":
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                "format=engine builds a TensorRT engine and needs an NVIDIA GPU: this machine has no CUDA device "
-                "(format=onnx works here; run scripts/gpu_check.sh where a GPU is)"
-            )
-        if find_spec("tensorrt") is None:
-            raise RuntimeError("format=engine needs TensorRT: pip install tensorrt (on the machine with the GPU)")
     return strategy
+
+
+def export_form(fmt: str, strategy: str) -> str:
+    """The line export logs: which routing form ``fmt`` gets and why."""
+    spec, form = FORMATS.get(fmt), form_of(strategy)
+    what = "only the chosen experts run"
+    if form == DENSE_ROUTED:
+        what = "every expert computed, the unchosen weighted by 0"
+    why = spec.why if spec and strategy == spec.strategy else f"strategy={strategy} was asked for"
+    return f"ES-MoE routing kept in the graph, {form} form ({strategy}: {what}): {why}"
+
+
+def check_converted(fmt: str, exported: str | None) -> None:
+    """Converters that report success for a graph their runtime cannot load: say so in one line.
+
+    pnnx writes layers it could not map to ncnn as ``torch.*`` / ``aten::*`` entries of the ``.param``
+    file (ncnn then fails to load them); Ultralytics reports the export as a success.
+    """
+    if fmt != "ncnn" or not exported:
+        return
+    params = sorted(Path(exported).glob("*.param"))
+    left = sorted(
+        {
+            line.split()[0]
+            for p in params
+            for line in p.read_text().splitlines()[2:]
+            if line.split() and line.split()[0].startswith(("torch.", "aten::", "pnnx.", "F."))
+        }
+    )
+    if left:
+        raise RuntimeError(
+            f"pnnx left {', '.join(left)} unconverted in {exported}: ncnn cannot run it "
+            "(export with the default strategy=masked)"
+        )
+
+
+ONNX2TF_SAMPLE = Path("calibration_image_sample_data_20x128x128x3_float32.npy")
+
+
+@contextmanager
+def offline_onnx2tf_sample(fmt: str):
+    """Ultralytics downloads onnx2tf's sample images into the working directory before every TensorFlow
+    export (onnx2tf runs a test inference on them). Offline, write a stand-in of the same shape there
+    for the duration of the export: no image content is used from it (int8 calibration comes from
+    ``data=``)."""
+    import numpy as np
+
+    write = fmt in {"saved_model", "pb"} and not ONNX2TF_SAMPLE.exists()
+    if write:
+        np.save(ONNX2TF_SAMPLE, np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32))
+    try:
+        yield
+    finally:
+        if write:
+            ONNX2TF_SAMPLE.unlink(missing_ok=True)
 
 
 @contextmanager
 def traced_strategy(model: nn.Module, strategy: str | None):
-    """Set ``strategy`` on every routed block of ``model`` that has strategies, for the duration of the block."""
+    """Set ``strategy`` on every routed block of ``model`` that has strategies, and fix their folded
+    weights as constants (``nn/fusion.py``), for the duration of the block."""
     blocks = [m for m in moe_layers(model) if strategy in m.strategies]
     saved = [b.strategy for b in blocks]
     try:
         if strategy:
             for b in blocks:
                 b.strategy = strategy
-        yield blocks
+        with folded_once(blocks if strategy else []):
+            yield blocks
     finally:
         for b, s in zip(blocks, saved):
             b.strategy = s

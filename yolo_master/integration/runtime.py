@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +23,9 @@ def configure_environment() -> None:
     """Default Ultralytics to offline, no auto-install (read once when ``ultralytics`` is imported)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+    # MNN's converter wrapper, when imported, pip-installs a logging SDK and posts usage to a server;
+    # it runs without that logger when the module cannot be imported.
+    sys.modules.setdefault("MNN.tools.utils.log", None)
 
 
 def local_font(font: str = "Arial.ttf") -> Path:

@@ -44,6 +44,10 @@ class RoutedBlock(nn.Module):
         super().__init__()
         self._state = Transient()
 
+    def route(self, x: torch.Tensor) -> Routing:
+        """The router's decision; under the ``masked`` export strategy its TopK-free ``(B, E)`` form."""
+        return self.router.masked(x) if getattr(self, "_strategy", None) == "masked" else self.router(x)
+
     @property
     def strategy(self) -> str:
         """How the experts run (``dispatch.py``); only blocks with ``strategies`` have one."""

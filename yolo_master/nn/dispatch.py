@@ -24,6 +24,9 @@ no Loop or NonZero; the batch must be static, images are unrolled one by one whe
               whose weights are graph values. For runtimes without data-dependent shapes.
 - ``branch``  one ``If`` per expert and image around static-weight convolutions: only the taken
               branches run.
+- ``masked``  dense-routed for converters without TopK, Gather, Scatter or comparisons (ncnn): the
+              router's :meth:`masked` form gives a ``(B, E)`` weight matrix from arithmetic alone, and
+              every expert runs with its weight (zero for the unchosen): the same function.
 
 ``auto`` is ``select`` for a batch of one in eval mode, ``grouped`` otherwise, and while a graph is
 being traced for export, ``slice`` (the fastest in ONNX Runtime; README "Export" has the numbers).
@@ -38,12 +41,13 @@ import torch
 import torch.nn.functional as F
 
 from .fusion import fold
-from .routers.base import is_tracing
+from .routers.base import is_exporting, is_tracing
 
 Strategy = Callable[..., torch.Tensor]
 EAGER_STRATEGIES = ("select", "grouped", "dense")  # training and eager inference
 GRAPH_STRATEGIES = ("slice", "gather", "branch")  # eval only, BatchNorms folded: what export traces
-EXPORT_STRATEGIES = (*GRAPH_STRATEGIES, "dense")  # what `export strategy=` accepts (dense: every expert)
+# what `export strategy=` accepts; dense and masked compute every expert, the unchosen weighted by zero
+EXPORT_STRATEGIES = (*GRAPH_STRATEGIES, "dense", "masked")
 TRACE_DEFAULT = "slice"
 
 
@@ -73,8 +77,12 @@ def run_grouped(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: tor
 
 def run_dense(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """All E experts on all samples; the masked weight matrix zeroes the unchosen ones."""
-    dense = _dense_weights(bank, indices, weights, x.dtype)
-    return norm(sum(bank.expert(e, x) * dense[:, e].view(-1, 1, 1, 1) for e in range(bank.num_experts)))
+    return run_weighted(bank, norm, x, indices, _dense_weights(bank, indices, weights, x.dtype))
+
+
+def run_weighted(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Every expert, weighted by its column of the ``(B, E)`` ``weights`` (expert order; ``indices`` unused)."""
+    return norm(sum(bank.expert(e, x) * weights[:, e].view(-1, 1, 1, 1) for e in range(bank.num_experts)))
 
 
 def run_static(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -82,8 +90,9 @@ def run_static(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torc
     f = fold(bank, norm)
     out = f.bias.view(1, -1, 1, 1)
     for e, k in enumerate(bank.kernel_sizes):
-        h = F.silu(F.conv2d(x, f.depthwise[e], f.dw_bias[e], padding=k // 2, groups=bank.c1))
-        out = out + F.conv2d(h, f.pointwise[e, :, :, None, None]) * weights[:, e].view(-1, 1, 1, 1)
+        depthwise, dw_bias, pointwise = f.kernels(e)
+        h = F.silu(F.conv2d(x, depthwise, dw_bias, padding=k // 2, groups=bank.c1))
+        out = out + F.conv2d(h, pointwise) * weights[:, e].view(-1, 1, 1, 1)
     return out
 
 
@@ -131,7 +140,8 @@ def run_slice(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch
     hidden = []
     for e, k in enumerate(bank.kernel_sizes):
         xe = x.index_select(0, torch.arange(chosen[e], device=x.device))  # (1 or 0, C1, H, W)
-        hidden.append(F.silu(F.conv2d(xe, f.depthwise[e], f.dw_bias[e], padding=k // 2, groups=bank.c1)))
+        depthwise, dw_bias, _ = f.kernels(e)
+        hidden.append(F.silu(F.conv2d(xe, depthwise, dw_bias, padding=k // 2, groups=bank.c1)))
     # The concatenation is in ascending expert order: rank the chosen experts first, lowest index first
     # (a TopK on a static key, no NonZero), and keep as many as ran.
     key = chosen * (e_all - torch.arange(e_all, device=x.device))
@@ -171,8 +181,8 @@ def run_branch(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torc
     dense = _dense_weights(bank, indices, weights, x.dtype)
     out = f.bias.view(1, -1, 1, 1).expand(1, bank.c2, x.shape[2], x.shape[3])
     for e, k in enumerate(bank.kernel_sizes):
-        pw = f.pointwise[e, :, :, None, None]
-        out = _expert_if_chosen(out, x, dense[0, e], f.depthwise[e], f.dw_bias[e], pw, k // 2, bank.c1)
+        depthwise, dw_bias, pw = f.kernels(e)
+        out = _expert_if_chosen(out, x, dense[0, e], depthwise, dw_bias, pw, k // 2, bank.c1)
     return out
 
 
@@ -196,6 +206,7 @@ STRATEGIES: dict[str, Strategy] = {
     "slice": run_slice,
     "gather": run_gather,
     "branch": run_branch,
+    "masked": run_static,  # weights already (B, E) in expert order (``Router.masked``)
 }
 
 
@@ -211,7 +222,16 @@ def pick_strategy(name: str, training: bool, batch: int, all_experts: bool = Fal
             name = TRACE_DEFAULT
         else:
             name = "select" if batch == 1 else "grouped"
+    if name == "masked":
+        if training:
+            raise ValueError("the 'masked' ES-MoE strategy is for eval / export only")
+        return run_static if foldable else run_weighted
     if name in GRAPH_STRATEGIES:
+        if name == "branch" and is_exporting():
+            raise ValueError(
+                "the 'branch' ES-MoE strategy needs the TorchScript tracer (torch.onnx.export(dynamo=False)); "
+                "torch.export cannot capture its data-dependent If: use strategy=slice, gather or dense"
+            )
         if training:
             raise ValueError(f"the '{name}' ES-MoE strategy folds BatchNorms and is for eval / export only")
         if not foldable:

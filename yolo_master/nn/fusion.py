@@ -7,12 +7,15 @@ In eval mode every BatchNorm is a per-channel affine map, so
 - the block's output norm folds into every pointwise kernel and one output bias:
   ``Norm(sum_k w_k PW_k h_k) = sum_k w_k PW'_k h_k + b``, with ``PW'_k = diag(s) PW_k``.
 
-The export strategies run on these folded tensors; traced from parameters, they become constants
-(ONNX initializers) after constant folding. Only valid in eval mode (running statistics).
+The export strategies run on these folded tensors. Export computes them once, before tracing
+(:func:`folded_once`), so that every converter sees constant convolution weights: ONNX folds
+parameter arithmetic itself, but ``torch.export`` (ExecuTorch) and x2paddle keep it as graph ops, and
+runtimes then fall back to slow dynamic-weight convolutions. Only valid in eval mode.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -26,6 +29,14 @@ class FoldedExperts(NamedTuple):
     dw_bias: torch.Tensor  # (E, C1)
     pointwise: torch.Tensor  # (E, C2, C1), output norm scale folded in
     bias: torch.Tensor  # (C2,), output norm shift
+    held: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per expert (dw bias, 4-D pointwise), export
+
+    def kernels(self, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Expert ``e``'s depthwise kernel, depthwise bias and ``(C2, C1, 1, 1)`` pointwise kernel: held
+        tensors during an export (no slicing op in the graph: runtimes see constant weights)."""
+        if self.held is not None:
+            return (self.depthwise[e], *self.held[e])
+        return self.depthwise[e], self.dw_bias[e], self.pointwise[e, :, :, None, None]
 
     def padded_depthwise(self, k_max: int) -> torch.Tensor:
         """Depthwise kernels zero-padded at the centre to one shape ``(E, C1, 1, k_max, k_max)``."""
@@ -43,11 +54,57 @@ def scale_shift(weight, bias, mean, var, eps) -> tuple[torch.Tensor, torch.Tenso
 
 def fold(bank, norm: nn.BatchNorm2d) -> FoldedExperts:
     """Fold ``bank``'s per-expert BNs and the block's output ``norm`` (both in eval mode)."""
+    if "folded_bias" in bank._buffers:  # fixed for an export by folded_once
+        return _held(bank)
     if bank.training or norm.training:
         raise RuntimeError("BatchNorm folding uses running statistics: call .eval() first")
+    return _fold(bank, norm)
+
+
+def _fold(bank, norm: nn.BatchNorm2d) -> FoldedExperts:
     dw_scale, dw_bias = scale_shift(
         bank.bn_weight, bank.bn_bias, bank.bn_running_mean, bank.bn_running_var, bank.bn_eps
     )
     out_scale, out_bias = scale_shift(norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps)
     depthwise = [bank.depthwise(e) * dw_scale[e].view(-1, 1, 1, 1) for e in range(bank.num_experts)]
     return FoldedExperts(depthwise, dw_bias, bank.pw_weight * out_scale.view(1, -1, 1), out_bias)
+
+
+FOLDED = ("folded_dw_bias", "folded_pointwise", "folded_bias")  # stacked, for the gathering strategies
+_PER_EXPERT = ("folded_dw", "folded_dwb", "folded_pw")
+
+
+@contextmanager
+def folded_once(blocks):
+    """Within the block, each ES-MoE block's folded tensors are constants computed now from its weights.
+
+    They are held as (non-persistent) buffers of the expert bank, so the exporter's copy, ``half()`` and
+    ``to(device)`` carry them like any weight; ``blocks`` are routed blocks in eval mode.
+    """
+    banks = []
+    try:
+        for block in blocks:
+            bank, norm = block.experts, block.norm
+            if not (getattr(bank, "foldable", False) and isinstance(norm, nn.BatchNorm2d)):
+                continue
+            with torch.no_grad():
+                folded = _fold(bank, norm)  # running statistics, whatever mode the caller's model is in
+            for e in range(bank.num_experts):
+                for name, t in zip(
+                    _PER_EXPERT, (folded.depthwise[e], folded.dw_bias[e], folded.pointwise[e, :, :, None, None])
+                ):
+                    bank.register_buffer(f"{name}{e}", t.detach().clone(), persistent=False)
+            for name, t in zip(FOLDED, folded[1:4]):
+                bank.register_buffer(name, t.detach().clone(), persistent=False)
+            banks.append(bank)
+        yield
+    finally:
+        for bank in banks:
+            for name in [*FOLDED, *(f"{n}{e}" for n in _PER_EXPERT for e in range(bank.num_experts))]:
+                bank._buffers.pop(name, None)
+
+
+def _held(bank) -> FoldedExperts:
+    b, e_all = bank._buffers, range(bank.num_experts)
+    held = [(b[f"folded_dwb{e}"], b[f"folded_pw{e}"]) for e in e_all]
+    return FoldedExperts([b[f"folded_dw{e}"] for e in e_all], *(b[name] for name in FOLDED), held)

@@ -119,7 +119,7 @@ class ESMoE(RoutedBlock):
         return self.experts.num_shared > 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        routing = self.router(x)
+        routing = self.route(x)
         self.check_finite(routing.logits)
         self.record(routing, routing.aux_loss)
         indices, weights = routing.indices, routing.weights

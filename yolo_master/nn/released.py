@@ -87,7 +87,7 @@ class SpatialMoE(RoutedBlock):
         self.strategy = strategy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        routing = self.router(x)
+        routing = self.route(x)
         self.check_finite(routing.logits)
         self.record(routing, routing.aux_loss)
         run = pick_strategy(self._strategy, self.training, x.shape[0], foldable=False)

@@ -27,8 +27,15 @@ EPS = 1e-9  # eq. 8's epsilon: guards the renormalisation, far below float32 res
 
 
 def is_tracing() -> bool:
-    """True while a graph is being traced (TorchScript or ONNX export)."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    """True while a graph is being captured: the TorchScript tracer, either ONNX exporter, or
+    ``torch.export`` (what the dynamo ONNX exporter, ExecuTorch and CoreML use)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or is_exporting()
+
+
+def is_exporting() -> bool:
+    """True while ``torch.export`` captures a graph (no host reads of tensor values, no TorchScript)."""
+    check = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return bool(check and check())
 
 
 def distributed() -> bool:
@@ -89,10 +96,12 @@ def load_balancing_loss(dense: torch.Tensor) -> torch.Tensor:
     count are all-reduced with the differentiable ``all_reduce``, so every rank computes the same loss
     and, after DDP averages gradients, the gradient is that of the one global loss.
     """
+    if is_tracing():  # a training-only term: kept out of exported graphs (Core ML cannot convert it, nor a
+        return dense.sum() * 0.0  # constant-shaped zeros: a zero from the graph it is in)
     e = dense.shape[-1]
     share = dense / dense.sum(dim=-1, keepdim=True).clamp_min(EPS)  # the per-image fraction in eq. 12
     total, count = share.sum(dim=0), share.new_tensor(float(share.shape[0]))
-    if distributed() and not is_tracing():
+    if distributed():
         from torch.distributed.nn.functional import all_reduce
 
         total = all_reduce(total)
@@ -134,6 +143,13 @@ class Router(nn.Module):
         self.reduce = nn.Conv2d(c1, gate_width(c1, reduction), 1)
         self.act = nn.SiLU()
         self.logits = nn.Conv2d(self.reduce.out_channels, self.num_experts, 1)
+
+    def masked(self, x: torch.Tensor) -> Routing:
+        """The decision as a ``(B, E)`` weight matrix without TopK (the ``masked`` export strategy);
+        only routers that can express theirs that way override this."""
+        raise ValueError(
+            f"{type(self).__name__} cannot route without TopK (strategy=masked): export with strategy=dense"
+        )
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 5: ``(B, C, H, W) -> (B, E)`` logits."""

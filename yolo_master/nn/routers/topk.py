@@ -41,6 +41,31 @@ def hard_top_k(logits: torch.Tensor, k: int, bias: torch.Tensor | None = None) -
     return logits.gather(-1, idx).softmax(dim=-1), idx
 
 
+def masked_top_k(logits: torch.Tensor, k: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 9 as a ``(B, E)`` weight matrix (0 for the unchosen) from elementwise arithmetic only.
+
+    The ``masked`` export strategy's routing, for converters without TopK, Gather, Scatter or even
+    comparison ops (ncnn has none of the comparisons). Expert i's rank counts the experts with a higher
+    selection score, ties to the lower index as in :func:`top_k`; ``a > b`` is ``ceil(clamp(a - b, 0, 1))``,
+    exact in floating point. The weights are ``exp(g - max g)`` on the K chosen, normalised: the
+    softmax over the chosen logits.
+    """
+    score = logits if bias is None else logits + bias
+    e = score.shape[-1]
+    higher = _greater(score.unsqueeze(1), score.unsqueeze(2))  # [b, i, j]: score_j > score_i
+    lower = _greater(score.unsqueeze(2), score.unsqueeze(1))  # score_i > score_j
+    earlier = torch.ones(e, e, dtype=score.dtype, device=score.device).tril(-1)  # [i, j]: j < i
+    rank = (higher + earlier * (1.0 - higher - lower)).sum(-1)
+    chosen = _greater(k - rank, 0.0)
+    weights = torch.exp(logits - logits.amax(dim=-1, keepdim=True)) * chosen
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+
+def _greater(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+    """``(a > b)`` as 0.0 / 1.0 from a subtraction, a clip and a ceil."""
+    return torch.ceil(torch.clamp(a - b, 0.0, 1.0))
+
+
 def decayed_rate(rate: float, decay: str, progress: float) -> float:
     """``u_t`` at ``progress`` in [0, 1] of training."""
     progress = min(max(progress, 0.0), 1.0)
@@ -109,6 +134,16 @@ class TopKRouter(Router):
             self.step_counts += torch.bincount(used, minlength=self.num_experts).to(logits.dtype)
         dense = scatter_dense(indices, weights, self.num_experts)
         return Routing(indices, weights, dense, load_balancing_loss(dense), logits, dropped)
+
+    def masked(self, x: torch.Tensor) -> Routing:
+        """Inference routing without TopK, Gather or Scatter: every expert in expert order, the unchosen
+        with weight 0 (:func:`masked_top_k`). The ``masked`` export strategy traces this."""
+        if self.all_experts:
+            return self(x)
+        logits = self.gate(x)
+        dense = masked_top_k(logits, self.top_k, self.selection_bias)
+        indices = torch.arange(self.num_experts, device=x.device).expand_as(logits)
+        return Routing(indices, dense, dense, load_balancing_loss(dense), logits)
 
     def after_step(self, progress: float) -> None:
         """Loss-free balancing: move the selection bias by the decayed rate, from the counts since the last step."""

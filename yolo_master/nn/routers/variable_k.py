@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import top_k
+from .base import Router, top_k
 from .topk import TopKRouter
 
 TOLERANCE = 1e-9  # eq. 5's bounds are products like 8 x 0.1 = 0.8000000000000002: compare with slack
@@ -122,6 +122,8 @@ class VariableKRouter(TopKRouter):
     @property
     def all_experts(self) -> bool:
         return False
+
+    masked = Router.masked  # a per-image K has no TopK-free form here
 
     def select(self, x: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """GigaMoE eq. 5-7: ``k_i`` experts per image from its complexity score, eq. 7 weights."""

@@ -1,0 +1,156 @@
+"""Every export format an ES-MoE model reaches, the routing form each one gets, and why.
+
+Two forms, one function. *Sparse* strategies (``slice``, ``gather``, ``branch``) run only the chosen
+experts. *Dense-routed* ones (``dense``, ``masked``) keep the gate and the top-K choice in the graph,
+compute every expert and weight the unchosen ones by zero. A format gets the sparse form where its
+converter keeps it exact and its runtime runs it faster, a dense-routed one otherwise (README
+"Export formats" has the measurements). Exporting logs the form and this reason.
+
+Formats Ultralytics offers that cannot work here are in :data:`UNAVAILABLE`, each with the reason.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+from typing import NamedTuple
+
+SPARSE, DENSE_ROUTED = "sparse", "dense-routed"
+
+
+def form_of(strategy: str) -> str:
+    """``dense-routed`` for the strategies that compute every expert, else ``sparse``."""
+    return DENSE_ROUTED if strategy in {"dense", "masked"} else SPARSE
+
+
+class ExportFormat(NamedTuple):
+    """How an ES-MoE model exports to one format.
+
+    Attributes:
+        strategy: the ES-MoE graph strategy traced by default (``nn/dispatch.py``).
+        why: one line: why that form for this format.
+        needs: modules the converter imports; missing ones stop the export before it starts.
+        install: the command that installs them.
+        runtime: ``"runs here"`` when its runtime runs on Linux x86 (parity-tested against PyTorch),
+            else what is checked instead.
+    """
+
+    strategy: str
+    why: str
+    needs: tuple[str, ...] = ()
+    install: str = ""
+    runtime: str = "runs here"
+
+    @property
+    def form(self) -> str:
+        return form_of(self.strategy)
+
+
+def _extra(name: str, fallback: str) -> str:
+    return f"pip install 'yolo-master[{name}]' (or pip install {fallback})"
+
+
+FORMATS: dict[str, ExportFormat] = {
+    "onnx": ExportFormat(
+        "slice",
+        "ONNX Runtime runs the static-convolution sparse graph fastest",
+        ("onnx",),
+        _extra("export", "onnx onnxruntime onnxslim"),
+    ),
+    "torchscript": ExportFormat("slice", "the same traced graph as ONNX"),
+    "engine": ExportFormat(
+        "gather",
+        "TensorRT builds it without data-dependent shapes",
+        ("tensorrt",),
+        "pip install tensorrt",
+        runtime="GPU only (scripts/gpu_check.sh)",
+    ),
+    "openvino": ExportFormat(
+        "dense",
+        "OpenVINO's CPU plugin ran the dense-routed graph faster than every sparse one end to end",
+        ("openvino",),
+        _extra("openvino", "openvino"),
+    ),
+    "mnn": ExportFormat(
+        "slice",
+        "MNN converts the sparse graph exactly (every strategy converts)",
+        ("MNN",),
+        _extra("mnn", "MNN"),
+    ),
+    "ncnn": ExportFormat(
+        "masked",
+        "ncnn has no TopK, Gather, Scatter, If or comparison layer: the top-K is computed arithmetically",
+        ("pnnx", "ncnn"),
+        _extra("ncnn", "ncnn pnnx==20260526"),
+    ),
+    "executorch": ExportFormat(
+        "masked",
+        "torch.export cannot lower the sparse graph's data-dependent shapes for XNNPACK",
+        ("executorch",),
+        _extra("executorch", "executorch"),
+    ),
+    "coreml": ExportFormat(
+        "slice",
+        "Core ML keeps TopK and the sparse graph (a static-shape graph, converted from TorchScript)",
+        ("coremltools",),
+        _extra("coreml", "coremltools"),
+        runtime="structural check (Core ML runs on macOS only)",
+    ),
+}
+_TF = ("tensorflow", "tf_keras", "onnx2tf", "onnx_graphsurgeon", "sng4onnx", "ai_edge_litert")
+_LITERT = ("litert_torch", "ai_edge_litert")
+_TF_WHY = "onnx2tf converts TopK but neither the sparse graph's empty batches nor its conditionals"
+_LITERT_WHY = "litert-torch lowers TopK but not the sparse graphs' data-dependent shapes"
+FORMATS.update(
+    {
+        "saved_model": ExportFormat("dense", _TF_WHY, _TF, _extra("tensorflow", "tensorflow<=2.19 onnx2tf<1.29 ...")),
+        "pb": ExportFormat("dense", _TF_WHY, _TF, _extra("tensorflow", "tensorflow<=2.19 onnx2tf<1.29 ...")),
+        # Ultralytics 8.4 exports format=tflite and format=tfjs as LiteRT (a .tflite file)
+        **{
+            f: ExportFormat("dense", _LITERT_WHY, _LITERT, _extra("tensorflow", "litert-torch ai-edge-litert"))
+            for f in ("litert", "tflite", "tfjs")
+        },
+    }
+)
+
+_NOT_CHECKED = "not checked with ES-MoE routing yet (its converter is on the package index): export format=onnx and "
+UNAVAILABLE: dict[str, str] = {
+    "paddle": "x2paddle 1.6 maps none of the routing forms: not Scatter (dense), not the sparse graphs' "
+    "data-dependent slices, not ceil (masked); its floor and floor_divide break or change the graph",
+    "edgetpu": "it needs Google's Edge TPU compiler (a download, not on the package index) and int8 calibration "
+    "images from the internet",
+    "imx": "Sony's converter needs an environment of its own (torch < 2.12) and Java 17 from apt",
+    "rknn": "rknn-toolkit2 needs torch 2.4 in an environment of its own",
+    "axelera": "its compiler comes from Axelera's own package index",
+    "hailo": "the Hailo SDK is a registered download, not on the package index",
+    "ascend": "it needs Huawei's CANN atc compiler",
+    **{
+        f: _NOT_CHECKED + f"convert that with the {tool}"
+        for f, tool in (
+            ("coreai", "coreai-torch tools"),
+            ("qnn", "QNN tools"),
+            ("deepx", "DEEPX compiler"),
+            ("xilinx", "AMD Quark tools"),
+        )
+    },
+}
+
+
+def check_format(fmt: str) -> ExportFormat:
+    """The :class:`ExportFormat` for ``fmt``, after checking that its converter can run here.
+
+    Raises:
+        ValueError: a format ES-MoE models cannot export to (usage).
+        RuntimeError: its packages are not installed (environment).
+    """
+    if fmt in UNAVAILABLE:
+        raise ValueError(f"format={fmt} is not available for ES-MoE models: {UNAVAILABLE[fmt]}")
+    if fmt not in FORMATS:
+        raise ValueError(
+            f"ES-MoE models export to {', '.join(FORMATS)}; format '{fmt}' is not supported "
+            "(its converter cannot keep the routing)"
+        )
+    spec = FORMATS[fmt]
+    missing = [m for m in spec.needs if find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"format={fmt} needs {', '.join(missing)}, which is not installed: {spec.install}")
+    return spec
