@@ -113,9 +113,11 @@ def test_masked_top_k_is_hard_top_k_from_arithmetic_alone(e, k):
     logits[:16] = logits[:16].round()  # many ties
     w, idx = hard_top_k(logits, k)
     assert torch.allclose(masked_top_k(logits, k), scatter_dense(idx, w, e), atol=1e-6)
+    assert torch.equal(masked_top_k(logits, k, comparisons=True), masked_top_k(logits, k))
     bias = torch.randn(e)  # loss-free balancing: shifts the choice, not the weights
     w, idx = hard_top_k(logits, k, bias)
     assert torch.allclose(masked_top_k(logits, k, bias), scatter_dense(idx, w, e), atol=1e-6)
+    assert torch.equal(masked_top_k(logits, k, bias, comparisons=True), masked_top_k(logits, k, bias))
 
 
 def test_train_and_eval_routing_give_the_same_output_with_bn_held():

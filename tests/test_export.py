@@ -124,7 +124,6 @@ def test_exported_onnx_predicts_through_yolomaster(tmp_path, shapes_yaml):
     [
         ("magic", None, False, "export to onnx, torchscript, engine, openvino, mnn, ncnn"),
         ("hailo", None, False, "format=hailo is not available for ES-MoE models: the Hailo SDK"),
-        ("paddle", None, False, "x2paddle 1.6 maps none of the routing forms"),
         ("onnx", "select", False, "unknown export strategy"),
         ("onnx", "grouped", False, "unknown export strategy"),
         ("onnx", None, True, "dynamic=True cannot trace the sparse 'slice'"),

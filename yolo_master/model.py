@@ -129,6 +129,7 @@ class YOLOMaster(Model):
             strategy: ES-MoE graph strategy (``slice``, ``gather``, ``branch`` or ``dense``); default per format.
             **kwargs: Ultralytics export arguments (``format``, ``imgsz``, ``batch``, ``half``, ...).
         """
+        from .export.formats import FORMATS
         from .export.prepare import (
             check_converted,
             export_form,
@@ -148,7 +149,8 @@ class YOLOMaster(Model):
         chosen = export_strategy(fmt, strategy, unrolled_dynamic, bool(layers))
         if chosen:
             LOGGER.info(f"yolo-master export: format={fmt}: {export_form(fmt, chosen)}")
-        with traced_strategy(self.model, chosen), offline_onnx2tf_sample(fmt):
+        comparisons = fmt in FORMATS and FORMATS[fmt].comparisons
+        with traced_strategy(self.model, chosen, comparisons), offline_onnx2tf_sample(fmt):
             exported = super().export(**kwargs)
         check_converted(fmt, exported)
         return exported

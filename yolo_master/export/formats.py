@@ -32,6 +32,7 @@ class ExportFormat(NamedTuple):
         install: the command that installs them.
         runtime: ``"runs here"`` when its runtime runs on Linux x86 (parity-tested against PyTorch),
             else what is checked instead.
+        comparisons: ``masked`` builds its top-K mask from comparisons (the converter maps no ceil).
     """
 
     strategy: str
@@ -39,6 +40,7 @@ class ExportFormat(NamedTuple):
     needs: tuple[str, ...] = ()
     install: str = ""
     runtime: str = "runs here"
+    comparisons: bool = False
 
     @property
     def form(self) -> str:
@@ -88,6 +90,13 @@ FORMATS: dict[str, ExportFormat] = {
         ("executorch",),
         _extra("executorch", "executorch"),
     ),
+    "paddle": ExportFormat(
+        "masked",
+        "x2paddle maps neither Scatter, nor the sparse graphs' data-dependent slices, nor ceil: top-K by comparisons",
+        ("paddle", "x2paddle"),
+        _extra("paddle", "'paddlepaddle<3.3' x2paddle six"),
+        comparisons=True,
+    ),
     "coreml": ExportFormat(
         "slice",
         "Core ML keeps TopK and the sparse graph (a static-shape graph, converted from TorchScript)",
@@ -114,8 +123,6 @@ FORMATS.update(
 
 _NOT_CHECKED = "not checked with ES-MoE routing yet (its converter is on the package index): export format=onnx and "
 UNAVAILABLE: dict[str, str] = {
-    "paddle": "x2paddle 1.6 maps none of the routing forms: not Scatter (dense), not the sparse graphs' "
-    "data-dependent slices, not ceil (masked); its floor and floor_divide break or change the graph",
     "edgetpu": "it needs Google's Edge TPU compiler (a download, not on the package index) and int8 calibration "
     "images from the internet",
     "imx": "Sony's converter needs an environment of its own (torch < 2.12) and Java 17 from apt",

@@ -104,17 +104,21 @@ def offline_onnx2tf_sample(fmt: str):
 
 
 @contextmanager
-def traced_strategy(model: nn.Module, strategy: str | None):
+def traced_strategy(model: nn.Module, strategy: str | None, comparisons: bool = False):
     """Set ``strategy`` on every routed block of ``model`` that has strategies, and fix their folded
-    weights as constants (``nn/fusion.py``), for the duration of the block."""
+    weights as constants (``nn/fusion.py``), for the duration of the block; ``comparisons``: the
+    ``masked`` top-K from comparisons (``ExportFormat.comparisons``)."""
     blocks = [m for m in moe_layers(model) if strategy in m.strategies]
     saved = [b.strategy for b in blocks]
     try:
         if strategy:
             for b in blocks:
                 b.strategy = strategy
+                if comparisons:
+                    b.router.mask_by_comparison = True
         with folded_once(blocks if strategy else []):
             yield blocks
     finally:
         for b, s in zip(blocks, saved):
             b.strategy = s
+            b.router.__dict__.pop("mask_by_comparison", None)

@@ -41,22 +41,26 @@ def hard_top_k(logits: torch.Tensor, k: int, bias: torch.Tensor | None = None) -
     return logits.gather(-1, idx).softmax(dim=-1), idx
 
 
-def masked_top_k(logits: torch.Tensor, k: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+def masked_top_k(
+    logits: torch.Tensor, k: int, bias: torch.Tensor | None = None, comparisons: bool = False
+) -> torch.Tensor:
     """Eq. 9 as a ``(B, E)`` weight matrix (0 for the unchosen) from elementwise arithmetic only.
 
     The ``masked`` export strategy's routing, for converters without TopK, Gather, Scatter or even
     comparison ops (ncnn has none of the comparisons). Expert i's rank counts the experts with a higher
     selection score, ties to the lower index as in :func:`top_k`; ``a > b`` is ``ceil(clamp(a - b, 0, 1))``,
-    exact in floating point. The weights are ``exp(g - max g)`` on the K chosen, normalised: the
-    softmax over the chosen logits.
+    exact in floating point, or with ``comparisons`` a plain ``a > b`` (x2paddle maps comparisons but
+    not ceil). The weights are ``exp(g - max g)`` on the K chosen, normalised: the softmax over the
+    chosen logits.
     """
     score = logits if bias is None else logits + bias
     e = score.shape[-1]
-    higher = _greater(score.unsqueeze(1), score.unsqueeze(2))  # [b, i, j]: score_j > score_i
-    lower = _greater(score.unsqueeze(2), score.unsqueeze(1))  # score_i > score_j
+    greater = _compared if comparisons else _greater
+    higher = greater(score.unsqueeze(1), score.unsqueeze(2))  # [b, i, j]: score_j > score_i
+    lower = greater(score.unsqueeze(2), score.unsqueeze(1))  # score_i > score_j
     earlier = torch.ones(e, e, dtype=score.dtype, device=score.device).tril(-1)  # [i, j]: j < i
     rank = (higher + earlier * (1.0 - higher - lower)).sum(-1)
-    chosen = _greater(k - rank, 0.0)
+    chosen = greater(k - rank, 0.0)
     weights = torch.exp(logits - logits.amax(dim=-1, keepdim=True)) * chosen
     return weights / weights.sum(dim=-1, keepdim=True)
 
@@ -64,6 +68,11 @@ def masked_top_k(logits: torch.Tensor, k: int, bias: torch.Tensor | None = None)
 def _greater(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
     """``(a > b)`` as 0.0 / 1.0 from a subtraction, a clip and a ceil."""
     return torch.ceil(torch.clamp(a - b, 0.0, 1.0))
+
+
+def _compared(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+    """``(a > b)`` as 0.0 / 1.0 from a comparison."""
+    return (a > b).to(a.dtype)
 
 
 def decayed_rate(rate: float, decay: str, progress: float) -> float:
@@ -91,6 +100,7 @@ class TopKRouter(Router):
 
     state_buffers = ("selection_bias",)
     capacity: float | None = None  # class defaults: routers pickled before these options existed load too
+    mask_by_comparison = False  # set during an export whose converter wants comparisons in `masked`
     bias_rate, bias_decay = 0.0, "constant"
 
     def __init__(
@@ -141,7 +151,7 @@ class TopKRouter(Router):
         if self.all_experts:
             return self(x)
         logits = self.gate(x)
-        dense = masked_top_k(logits, self.top_k, self.selection_bias)
+        dense = masked_top_k(logits, self.top_k, self.selection_bias, self.mask_by_comparison)
         indices = torch.arange(self.num_experts, device=x.device).expand_as(logits)
         return Routing(indices, dense, dense, load_balancing_loss(dense), logits)
 
