@@ -177,7 +177,7 @@ ERRORS = [
     (["info", "model=q"], "unknown model 'q'"),
     (["info", "model=seg-z.yaml"], "unknown model 'seg-z.yaml'"),
     # --- export
-    (["export", "model=n.yaml", "format=coreml"], "export to onnx, torchscript, engine, openvino"),
+    (["export", "model=n.yaml", "format=hailo"], "format=hailo is not available for ES-MoE models"),
     (["export", "model=n.yaml", "format=nonsense"], "format 'nonsense' is not supported"),
     (["export", "model=n.yaml", "format=onnx", "dynamic=True"], "dynamic=True cannot trace"),
     (["export", "model=n.yaml", "format=onnx", "strategy=magic"], "unknown export strategy 'magic'"),

@@ -121,7 +121,10 @@ FORMATS.update(
     }
 )
 
-_NOT_CHECKED = "not checked with ES-MoE routing yet (its converter is on the package index): export format=onnx and "
+_NOT_CHECKED = (
+    "stock models export to it offline (pip: {package}), but the ES-MoE routing through it is not checked yet: "
+    "export format=onnx and convert that with the vendor tool"
+)
 UNAVAILABLE: dict[str, str] = {
     "edgetpu": "it needs Google's Edge TPU compiler (a download, not on the package index) and int8 calibration "
     "images from the internet",
@@ -131,12 +134,12 @@ UNAVAILABLE: dict[str, str] = {
     "hailo": "the Hailo SDK is a registered download, not on the package index",
     "ascend": "it needs Huawei's CANN atc compiler",
     **{
-        f: _NOT_CHECKED + f"convert that with the {tool}"
-        for f, tool in (
-            ("coreai", "coreai-torch tools"),
-            ("qnn", "QNN tools"),
-            ("deepx", "DEEPX compiler"),
-            ("xilinx", "AMD Quark tools"),
+        f: _NOT_CHECKED.format(package=package)
+        for f, package in (
+            ("coreai", "coreai-torch"),
+            ("qnn", "onnxruntime-qnn; int8, data= needed"),
+            ("deepx", "dx-com; int8, data= needed, runs only on a DEEPX NPU"),
+            ("xilinx", "amd-quark; int8, data= needed"),
         )
     },
 }
