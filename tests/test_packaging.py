@@ -137,6 +137,18 @@ def test_block_benchmark_script_prints_every_strategy_and_k(tmp_path):
     assert rows == expected
 
 
+def test_training_step_benchmark_script_compares_backwards_and_peers(tmp_path):
+    out = tmp_path / "train.md"
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_train.py"), "--imgsz", "64", "--batch", "4"]
+    cmd += ["--steps", "1", "--compare", "yolo12n.yaml", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ")][1:]
+    assert [r[0].strip() for r in rows] == ["n.yaml", "n.yaml (plain backward)", "yolo12n.yaml"]
+    assert rows[0][2].strip() == "1.00x" and rows[2][3].strip() == "1.00x"
+    assert all(float(r[1]) > 0 for r in rows)
+
+
 def test_export_bench_on_an_engine_without_tensorrt_says_so(tmp_path):
 
     if find_spec("tensorrt") is not None:

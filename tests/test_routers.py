@@ -259,3 +259,19 @@ def test_training_with_every_option_logs_drops_and_saves_router_state(tmp_path, 
     last = tmp_path / "run" / "weights" / "last.pt"
     proc = run_cli("export", f"model={last}", "format=onnx", "imgsz=64", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_benchmark_balances_routes_as_a_trained_router_would():
+    """The training-step benchmark spreads a batch over every expert (B*K/E images each, +-1): a fresh
+    gate would send every image to the same K experts and time one route instead of the model."""
+    from copy import deepcopy
+
+    from yolo_master.benchmark import balance_routes
+    from yolo_master.nn.block import moe_layers
+
+    net = deepcopy(YOLOMaster("n.yaml").model).train()
+    balance_routes(net)
+    net(torch.rand(8, 3, 64, 64))
+    for layer in moe_layers(net):
+        counts = torch.bincount(layer.last_routing.indices.flatten(), minlength=layer.num_experts)
+        assert counts.max() - counts.min() <= 1 and counts.sum() == 8 * layer.top_k

@@ -101,10 +101,36 @@ def detect_batch(batch: int, imgsz: int) -> dict:
     }
 
 
-def time_train_step(model, runs: int, warmup: int, batch: int = TRAIN_STEP[0], imgsz: int = TRAIN_STEP[1]):
-    """Median and p90 ms of one training step (forward, the task loss with the MoE term, backward) of a
-    detection model in train mode; None for other tasks. The optimizer update is left out: it is the same
-    per parameter for every model."""
+def balance_routes(net: torch.nn.Module) -> None:
+    """Make every routed block of ``net`` spread its images evenly over its experts, round robin.
+
+    A fresh gate sends every image of a batch to the same K experts, and which K decides the cost (in the
+    P2 block a 3x3 expert's backward is several times cheaper than a 9x9 one's): a training-step time
+    from that one route says more about the seed than about the model. A trained, balanced router runs
+    each expert on about ``B * K / E`` images; this adds a constant per-image offset to the gate's logits
+    so that image ``i`` chooses experts ``i*K .. i*K + K - 1`` (mod E). The computation is unchanged
+    otherwise (the offset is the same for the chosen, so their weights and gradients are the gate's).
+    """
+    from .nn.block import moe_layers
+
+    for block in moe_layers(net):
+        router = block.router
+        if not isinstance(getattr(router, "logits", None), torch.nn.Conv2d) or router.all_experts:
+            continue
+
+        def spread(module, inputs, out, k=router.top_k):
+            b, e = out.shape[:2]
+            chosen = (torch.arange(b)[:, None] * k + torch.arange(k)[None]) % e
+            offset = torch.zeros(b, e).scatter(1, chosen, 30.0)
+            return out + offset.to(out)[:, :, None, None]
+
+        router.logits.register_forward_hook(spread)
+
+
+def train_step(model, batch: int = TRAIN_STEP[0], imgsz: int = TRAIN_STEP[1]):
+    """One training step (forward, the task loss with the MoE term, backward) of a copy of a detection
+    model in train mode, routes balanced (:func:`balance_routes`), as a callable; None for other tasks.
+    The optimizer update is left out: it is the same per parameter for every model."""
     from ultralytics.cfg import get_cfg
 
     if getattr(model, "task", None) != "detect":
@@ -113,6 +139,7 @@ def time_train_step(model, runs: int, warmup: int, batch: int = TRAIN_STEP[0], i
     for p in net.parameters():
         p.requires_grad_(True)
     net.args = get_cfg(overrides={"task": "detect"})  # the loss gains, as a trainer would set them
+    balance_routes(net)
     data = detect_batch(batch, imgsz)
 
     def step():
@@ -120,7 +147,13 @@ def time_train_step(model, runs: int, warmup: int, batch: int = TRAIN_STEP[0], i
         loss, _ = net.loss(data)
         loss.sum().backward()
 
-    return latency(step, warmup, runs)
+    return step
+
+
+def time_train_step(model, runs: int, warmup: int, batch: int = TRAIN_STEP[0], imgsz: int = TRAIN_STEP[1]):
+    """Median and p90 ms of :func:`train_step`; None for tasks other than detection."""
+    step = train_step(model, batch, imgsz)
+    return None if step is None else latency(step, warmup, runs)
 
 
 def _tensorrt_ms(model, imgsz: int, batch: int, runs: int, warmup: int) -> float | None:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .depthwise import depthwise_conv2d
+
 
 def default_kernel_sizes(num_experts: int) -> tuple[int, ...]:
     """Odd kernels 3, 5, 7, ... one per expert (paper section 3.2, "Diverse Receptive Fields")."""
@@ -43,6 +45,7 @@ class ExpertBank(nn.Module):
     """
 
     num_shared = 0  # class default: banks pickled before the shared expert existed load too
+    fft_backward = True  # see depthwise_conv
     foldable = True  # BatchNorms fold into the export form (fusion.py); banks of other layouts say False
 
     def __init__(
@@ -120,11 +123,15 @@ class ExpertBank(nn.Module):
             self.bn_eps,
         )
 
+    def depthwise_conv(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """Expert ``e``'s depthwise convolution of ``x``; in training its backward runs as a forward
+        convolution plus an FFT correlation (``depthwise.py``: the CPU training step is mostly that
+        backward, and oneDNN's is slow for kernels above 3x3)."""
+        return depthwise_conv2d(x, self.depthwise(e), fft_backward=self.fft_backward)
+
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Run expert ``e`` on ``x`` (any batch size)."""
-        k = self.kernel_sizes[e]
-        h = F.conv2d(x, self.depthwise(e), padding=k // 2, groups=self.c1)
-        h = F.silu(self.batch_norm(h, e))
+        h = F.silu(self.batch_norm(self.depthwise_conv(e, x), e))
         return F.conv2d(h, self.pw_weight[e, :, :, None, None])
 
     def extra_repr(self) -> str:

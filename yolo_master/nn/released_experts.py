@@ -31,8 +31,7 @@ class PostNormExpertBank(ExpertBank):
         return c2
 
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        k = self.kernel_sizes[e]
-        h = F.conv2d(x, self.depthwise(e), padding=k // 2, groups=self.c1)
+        h = self.depthwise_conv(e, x)
         return F.silu(self.batch_norm(F.conv2d(h, self.pw_weight[e, :, :, None, None]), e))
 
     def pixel_macs(self, e: int) -> int:
