@@ -24,9 +24,11 @@ from pathlib import Path
 
 def export(model: str, fmt: str, imgsz: int, workdir: Path) -> str:
     from yolo_master.benchmark import load_any
+    from yolo_master.export.prepare import offline_onnx2tf_sample
 
     os.chdir(workdir)
-    return str(Path(load_any(model).export(format=fmt, imgsz=imgsz)).resolve())
+    with offline_onnx2tf_sample(fmt):  # stock models too: offline, Ultralytics' sample download fails
+        return str(Path(load_any(model).export(format=fmt, imgsz=imgsz)).resolve())
 
 
 def time_backend(path: str, imgsz: int, threads: int, runs: int) -> float:
@@ -58,7 +60,10 @@ def in_own_process(*args: str) -> str:
 def main() -> None:
     from yolo_master.export.formats import FORMATS
 
-    runnable = [f for f, s in FORMATS.items() if s.runtime == "runs here" and f not in {"tflite", "tfjs"}]
+    # not the quantized ones: qnn's runtime here simulates Qualcomm's HTP on the CPU, no deployment latency
+    runnable = [
+        f for f, s in FORMATS.items() if s.runtime == "runs here" and not s.quantized and f not in {"tflite", "tfjs"}
+    ]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--formats", default=",".join(runnable), help="comma-separated formats (default: all runnable)")
     p.add_argument("--models", default="n.yaml,yolo11n.yaml", help="first: ours, second: the reference")

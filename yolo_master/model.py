@@ -135,6 +135,7 @@ class YOLOMaster(Model):
             export_form,
             export_strategy,
             offline_onnx2tf_sample,
+            remove_stale_qnn_context,
             traced_strategy,
         )
         from .nn import HiMoE, moe_layers
@@ -149,8 +150,17 @@ class YOLOMaster(Model):
         chosen = export_strategy(fmt, strategy, unrolled_dynamic, bool(layers))
         if chosen:
             LOGGER.info(f"yolo-master export: format={fmt}: {export_form(fmt, chosen)}")
-        comparisons = fmt in FORMATS and FORMATS[fmt].comparisons
-        with traced_strategy(self.model, chosen, comparisons), offline_onnx2tf_sample(fmt):
+        spec = FORMATS.get(fmt)
+        if spec and spec.quantized and not kwargs.get("data"):
+            raise ValueError(
+                f"format={fmt} is always quantized and calibrates on images: give data=..., e.g. data=shapes"
+            )
+        if "data" in kwargs:
+            kwargs["data"] = resolve_data(kwargs["data"])
+        if spec and spec.opset and not kwargs.get("opset"):
+            kwargs["opset"] = spec.opset
+        remove_stale_qnn_context(self.model, fmt)
+        with traced_strategy(self.model, chosen, bool(spec and spec.comparisons)), offline_onnx2tf_sample(fmt):
             exported = super().export(**kwargs)
         check_converted(fmt, exported)
         return exported

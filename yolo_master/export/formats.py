@@ -33,6 +33,11 @@ class ExportFormat(NamedTuple):
         runtime: ``"runs here"`` when its runtime runs on Linux x86 (parity-tested against PyTorch),
             else what is checked instead.
         comparisons: ``masked`` builds its top-K mask from comparisons (the converter maps no ceil).
+        own_environment: its packages pin others below what the rest needs, so they go in a virtual
+            environment of their own (``scripts/setup_tensorflow.sh``, where ``scripts/test.sh`` tests them).
+        opset: the ONNX opset its converter needs (``None``: Ultralytics' default).
+        quantized: the format is always quantized, so export calibrates on ``data=`` images and parity is
+            within quantization error (tested as: closer to the right route's output than to a wrong one's).
     """
 
     strategy: str
@@ -41,6 +46,9 @@ class ExportFormat(NamedTuple):
     install: str = ""
     runtime: str = "runs here"
     comparisons: bool = False
+    own_environment: bool = False
+    opset: int | None = None
+    quantized: bool = False
 
     @property
     def form(self) -> str:
@@ -104,18 +112,39 @@ FORMATS: dict[str, ExportFormat] = {
         _extra("coreml", "coremltools"),
         runtime="structural check (Core ML runs on macOS only)",
     ),
+    "qnn": ExportFormat(
+        "dense",
+        "the whole graph compiles into one QNN HTP context (W8A16) with TopK; the sparse graphs' data-dependent "
+        "shapes do not",
+        ("onnxruntime_qnn",),
+        _extra("qnn", "onnxruntime-qnn"),
+        opset=17,  # ONNX Runtime's quantization shape inference cannot read opset 18's ReduceMax axes input
+        quantized=True,
+    ),
+    "coreai": ExportFormat(
+        "dense",
+        "Core AI's runtime (macOS 26) cannot run here to check a sparse graph's data-dependent shapes: "
+        "the static-shape graph, with the gate's top-K and the scatter of its weights in the program",
+        ("coreai_torch",),
+        _extra("coreai", "coreai-torch"),
+        runtime="structural check (Core AI runs on macOS 26 only)",
+    ),
 }
 _TF = ("tensorflow", "tf_keras", "onnx2tf", "onnx_graphsurgeon", "sng4onnx", "ai_edge_litert")
 _LITERT = ("litert_torch", "ai_edge_litert")
 _TF_WHY = "onnx2tf converts TopK but neither the sparse graph's empty batches nor its conditionals"
 _LITERT_WHY = "litert-torch lowers TopK but not the sparse graphs' data-dependent shapes"
+_TF_INSTALL = (
+    "pip install 'yolo-master[tensorflow]' in a virtual environment of its own (tensorflow 2.19 pins numpy, "
+    "protobuf and onnx lower; from a checkout: bash scripts/setup_tensorflow.sh)"
+)
 FORMATS.update(
     {
-        "saved_model": ExportFormat("dense", _TF_WHY, _TF, _extra("tensorflow", "tensorflow<=2.19 onnx2tf<1.29 ...")),
-        "pb": ExportFormat("dense", _TF_WHY, _TF, _extra("tensorflow", "tensorflow<=2.19 onnx2tf<1.29 ...")),
+        "saved_model": ExportFormat("dense", _TF_WHY, _TF, _TF_INSTALL, own_environment=True),
+        "pb": ExportFormat("dense", _TF_WHY, _TF, _TF_INSTALL, own_environment=True),
         # Ultralytics 8.4 exports format=tflite and format=tfjs as LiteRT (a .tflite file)
         **{
-            f: ExportFormat("dense", _LITERT_WHY, _LITERT, _extra("tensorflow", "litert-torch ai-edge-litert"))
+            f: ExportFormat("dense", _LITERT_WHY, _LITERT, _TF_INSTALL, own_environment=True)
             for f in ("litert", "tflite", "tfjs")
         },
     }
@@ -136,8 +165,6 @@ UNAVAILABLE: dict[str, str] = {
     **{
         f: _NOT_CHECKED.format(package=package)
         for f, package in (
-            ("coreai", "coreai-torch"),
-            ("qnn", "onnxruntime-qnn; int8, data= needed"),
             ("deepx", "dx-com; int8, data= needed, runs only on a DEEPX NPU"),
             ("xilinx", "amd-quark; int8, data= needed"),
         )

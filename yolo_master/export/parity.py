@@ -104,6 +104,12 @@ def _gate_features(net: nn.Module, block: nn.Module, x: torch.Tensor) -> torch.T
 def wrong_route_error(net: nn.Module, xa: torch.Tensor, xb: torch.Tensor) -> float:
     """Relative error of ``net``'s output on ``xb`` if every routed block reused ``xa``'s routing: how far
     off an export that baked one route in (or lost the routing) would be, the size a parity check must see."""
+    right, wrong = right_and_wrong_route(net, xa, xb)
+    return float((wrong - right).abs().max() / right.abs().max())
+
+
+def right_and_wrong_route(net: nn.Module, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``net``'s output on ``xb``, and what it would be if every routed block reused ``xa``'s routing."""
     from ..nn import moe_layers
 
     blocks = [b for b in moe_layers(net) if hasattr(b, "route")]
@@ -118,7 +124,7 @@ def wrong_route_error(net: nn.Module, xa: torch.Tensor, xb: torch.Tensor) -> flo
         finally:
             for b in blocks:
                 del b.route
-    return float((wrong - right).abs().max() / right.abs().max())
+    return right, wrong
 
 
 def _first(y):

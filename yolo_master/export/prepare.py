@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from ultralytics.utils import LOGGER
 
 from ..nn import EXPORT_STRATEGIES, moe_layers
 from ..nn.fusion import folded_once
@@ -101,6 +102,22 @@ def offline_onnx2tf_sample(fmt: str):
     finally:
         if write:
             ONNX2TF_SAMPLE.unlink(missing_ok=True)
+
+
+def remove_stale_qnn_context(model: nn.Module, fmt: str) -> None:
+    """ONNX Runtime refuses to write a QNN context model over an existing one ("Failed to generate EP
+    context model since the file ... exists already"), so a second ``format=qnn`` export failed deep in
+    ONNX Runtime. Every other format overwrites its output; remove the old ``*_qnn.onnx`` first, as
+    Ultralytics names it (beside the checkpoint, or in the working directory for a YAML)."""
+    if fmt == "qnn":
+        yaml_file = getattr(model, "yaml", {}).get("yaml_file", "")
+        source = Path(getattr(model, "pt_path", None) or getattr(model, "yaml_file", None) or yaml_file)
+        if source.suffix in {".yaml", ".yml"}:
+            source = Path(source.name)
+        stale = source.with_name(f"{source.stem}_qnn.onnx")
+        if stale.is_file():
+            LOGGER.info(f"yolo-master export: replacing {stale}")
+            stale.unlink()
 
 
 @contextmanager

@@ -7,7 +7,8 @@ one line naming it and the supported range, instead of an ``AttributeError`` mid
 - adds our blocks to ``ultralytics.nn.tasks``' namespace and wraps its ``parse_model`` (``parser.py``);
 - adds our classes to the safe-load allow-list (``checkpoints.py``);
 - adds FLOPs rules for our blocks to thop (``flops.py``);
-- points font lookups at fonts on disk when offline (``runtime.py``).
+- points font lookups at fonts on disk when offline (``runtime.py``);
+- lets Ultralytics' QNN backend load a second model in one process (``runtime.py``).
 
 Other modules reach Ultralytics internals only through the helpers here (``runtime.py``) or by
 overriding the methods listed in :data:`TOUCHES`.
@@ -42,6 +43,7 @@ TOUCHES = (
     Touch("ultralytics.engine.trainer.BaseTrainer.optimizer_step", "overridden: routers' per-step update"),
     Touch("ultralytics.data.build.InfiniteDataLoader.reset", "a fresh iterator each epoch (exact resume)"),
     Touch("ultralytics.nn.tasks.BaseModel.loss", "overridden: the MoE auxiliary loss joins the task loss"),
+    Touch("ultralytics.nn.backends.qnn.QNNBackend.load_model", "wrapped: a second QNN model per process loads"),
 )
 
 
@@ -90,7 +92,7 @@ def install() -> None:
     from .checkpoints import allow_in_safe_load
     from .flops import register_flops_rules
     from .parser import wrap_parse_model
-    from .runtime import use_local_fonts
+    from .runtime import reusable_qnn_backend, use_local_fonts
 
     check_ultralytics()
     tasks = importlib.import_module("ultralytics.nn.tasks")
@@ -101,6 +103,7 @@ def install() -> None:
     allow_in_safe_load(tasks)
     register_flops_rules()
     use_local_fonts()
+    reusable_qnn_backend()
 
 
 __all__ = ("TOUCHES", "check_ultralytics", "check_ultralytics_version", "install", "missing_symbols")

@@ -4,7 +4,9 @@
   the asset server; we point those lookups at a font on disk;
 - ``quiet_logs``: Ultralytics' classifier prints its summary whatever ``verbose`` says;
 - ``hidden_keys``: validators re-check ``args`` against Ultralytics' defaults and reject our keys;
-- ``reset_epoch_data``: exact resume needs each epoch's batches to depend only on (seed, epoch).
+- ``reset_epoch_data``: exact resume needs each epoch's batches to depend only on (seed, epoch);
+- ``reusable_qnn_backend``: a second QNN model in one process (``predict`` then ``val``) failed with
+  "EP library is already registered": Ultralytics registers the QNN plugin on every load.
 """
 
 from __future__ import annotations
@@ -96,3 +98,31 @@ def reset_epoch_data(loader) -> None:
         for i in dataset.buffer:
             dataset.ims[i] = dataset.im_hw0[i] = dataset.im_hw[i] = None
         dataset.buffer.clear()
+
+
+def reusable_qnn_backend() -> None:
+    """Let Ultralytics' QNN backend load more than one model per process: ONNX Runtime refuses to
+    register the QNN plugin library twice, and the backend registers it on every load. Wrapped so that
+    a registration already made is reused (idempotent)."""
+    backend = importlib.import_module("ultralytics.nn.backends.qnn").QNNBackend
+    if hasattr(backend.load_model, "__wrapped__"):
+        return
+    load_model = backend.load_model
+
+    def load_model_once_registered(self, weight):
+        import onnxruntime
+
+        register = onnxruntime.register_execution_provider_library
+
+        def register_once(name, path):
+            if not any(d.ep_name == name for d in onnxruntime.get_ep_devices()):
+                register(name, path)
+
+        onnxruntime.register_execution_provider_library = register_once
+        try:
+            return load_model(self, weight)
+        finally:
+            onnxruntime.register_execution_provider_library = register
+
+    load_model_once_registered.__wrapped__ = load_model
+    backend.load_model = load_model_once_registered

@@ -39,13 +39,14 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, fft_backward: bool =
 
 
 def _pays(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # plain-Python checks first: a shape read while a graph is traced can be a tensor (a TracerWarning)
     return (
-        weight.shape[-1] >= FFT_MIN_KERNEL
+        not is_tracing()
         and torch.is_grad_enabled()
         and (x.requires_grad or weight.requires_grad)
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
-        and not is_tracing()
+        and weight.shape[-1] >= FFT_MIN_KERNEL
     )
 
 
