@@ -207,7 +207,7 @@ def test_help_lists_every_format_with_its_routing_form_and_the_unavailable_ones(
     assert all(fmt in text for fmt in UNAVAILABLE)
 
 
-@pytest.mark.parametrize("fmt", ["axelera", "edgetpu"])
+@pytest.mark.parametrize("fmt", ["axelera", "edgetpu", "deepx"])
 def test_unavailable_format_says_why_in_one_line_with_usage_status(fmt, tmp_path):
     proc = run_cli("export", "model=n.yaml", f"format={fmt}", "imgsz=64", cwd=tmp_path)
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
