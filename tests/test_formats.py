@@ -127,6 +127,13 @@ def test_a_quantized_format_without_calibration_images_is_one_line(tmp_path):
     assert f"format={fmt} is always quantized and calibrates on images: give data=" in proc.stderr
 
 
+def test_int8_without_calibration_images_is_a_clear_error_in_python_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Ultralytics would otherwise reach for coco8 (a download)
+    with pytest.raises(ValueError, match="int8=True calibrates on images: give data="):
+        YOLOMaster("n.yaml").export(format="onnx", int8=True, imgsz=64)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
 def test_coreml_package_keeps_the_routing_and_the_metadata(probe, tmp_path, monkeypatch):
     """Core ML runs on macOS only: check what the produced ``.mlpackage`` holds."""
     _needs("coreml")

@@ -244,8 +244,6 @@ def run(mode: str, args: dict):
         return results
     if mode == "val" and not args.get("data") and not model.overrides.get("data"):
         raise UsageError("val needs data=... (this model records no dataset), e.g. data=shapes")
-    if mode == "export" and (args.get("int8") or str(args.get("quantize")) == "8") and not args.get("data"):
-        raise UsageError("int8=True calibrates on images: give data=..., e.g. data=shapes")
     return getattr(model, mode)(**args)
 
 

@@ -151,10 +151,14 @@ class YOLOMaster(Model):
         if chosen:
             LOGGER.info(f"yolo-master export: format={fmt}: {export_form(fmt, chosen)}")
         spec = FORMATS.get(fmt)
-        if spec and spec.quantized and not kwargs.get("data"):
-            raise ValueError(
-                f"format={fmt} is always quantized and calibrates on images: give data=..., e.g. data=shapes"
-            )
+        # without data (given or recorded in the checkpoint) Ultralytics downloads coco8: offline, a traceback
+        if not kwargs.get("data") and not self.overrides.get("data"):
+            if spec and spec.quantized:
+                raise ValueError(
+                    f"format={fmt} is always quantized and calibrates on images: give data=..., e.g. data=shapes"
+                )
+            if kwargs.get("int8") or str(kwargs.get("quantize")) == "8":
+                raise ValueError("int8=True calibrates on images: give data=..., e.g. data=shapes")
         if "data" in kwargs:
             kwargs["data"] = resolve_data(kwargs["data"])
         if spec and spec.opset and not kwargs.get("opset"):
