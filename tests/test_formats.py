@@ -10,6 +10,7 @@ tolerance). Formats whose runtime does not run on Linux get a structural check o
 
 from __future__ import annotations
 
+from collections import Counter
 from importlib.util import find_spec
 
 import numpy as np
@@ -161,6 +162,28 @@ def test_coreml_package_keeps_the_routing_and_the_metadata(probe, tmp_path, monk
     assert "names" in dict(spec.description.metadata.userDefined)
 
 
+def test_deepx_model_keeps_the_routing_and_says_what_runs_on_the_cpu(probe, tmp_path, monkeypatch, shapes_yaml):
+    """DEEPX's runtime needs its NPU: read the ``.dxnn`` instead. Its NPU graph comes first; the routing
+    (a TopK per ES-MoE layer) is in the host-CPU subgraph, and the export log says so."""
+    _needs("deepx")
+    from ultralytics.utils import LOGGER
+
+    from yolo_master.export.dxnn import read_partitions
+
+    model, _, _ = probe
+    monkeypatch.chdir(tmp_path)
+    warnings = []
+    monkeypatch.setattr(LOGGER, "warning", lambda msg, *a, **k: warnings.append(str(msg)))
+    path = model.export(format="deepx", imgsz=64, data=str(shapes_yaml))
+    parts = read_partitions(path)
+    assert parts[0].device == "NPU"
+    cpu_ops = sum((p.onnx_ops for p in parts if p.device == "CPU"), Counter())
+    layers = sum(isinstance(m, ESMoE) for m in model.model.modules())
+    assert cpu_ops["TopK"] == layers and cpu_ops["ScatterElements"] == layers
+    assert any("format=deepx: npu_0 on the NPU; cpu_0 on the host CPU" in w for w in warnings)
+    assert (tmp_path / path / "metadata.yaml").is_file()
+
+
 def test_coreai_asset_keeps_the_routing_and_the_metadata(probe, tmp_path, monkeypatch):
     """Core AI runs on macOS 26 only: check the ``.aimodel`` asset's program and metadata."""
     _needs("coreai")
@@ -214,7 +237,7 @@ def test_help_lists_every_format_with_its_routing_form_and_the_unavailable_ones(
     assert all(fmt in text for fmt in UNAVAILABLE)
 
 
-@pytest.mark.parametrize("fmt", ["axelera", "edgetpu", "deepx"])
+@pytest.mark.parametrize("fmt", ["axelera", "edgetpu"])
 def test_unavailable_format_says_why_in_one_line_with_usage_status(fmt, tmp_path):
     proc = run_cli("export", "model=n.yaml", f"format={fmt}", "imgsz=64", cwd=tmp_path)
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]

@@ -136,6 +136,7 @@ class YOLOMaster(Model):
             export_strategy,
             offline_onnx2tf_sample,
             remove_stale_qnn_context,
+            report_placement,
             traced_strategy,
         )
         from .nn import HiMoE, moe_layers
@@ -167,6 +168,7 @@ class YOLOMaster(Model):
         with traced_strategy(self.model, chosen, bool(spec and spec.comparisons)), offline_onnx2tf_sample(fmt):
             exported = super().export(**kwargs)
         check_converted(fmt, exported)
+        report_placement(fmt, exported)
         return exported
 
     @property

@@ -121,6 +121,15 @@ FORMATS: dict[str, ExportFormat] = {
         opset=17,  # ONNX Runtime's quantization shape inference cannot read opset 18's ReduceMax axes input
         quantized=True,
     ),
+    "deepx": ExportFormat(
+        "dense",
+        "DEEPX's NPU has no TopK, Gather or Scatter (nor Ceil): its graph ends at the first ES-MoE gate and the "
+        "host CPU runs the rest, routing included (the export log says what runs where)",
+        ("dx_com",),
+        _extra("deepx", "dx-com"),
+        runtime="structural check (DEEPX's runtime needs its NPU)",
+        quantized=True,
+    ),
     "coreai": ExportFormat(
         "dense",
         "Core AI's runtime (macOS 26) cannot run here to check a sparse graph's data-dependent shapes: "
@@ -162,8 +171,6 @@ UNAVAILABLE: dict[str, str] = {
     "axelera": "its compiler comes from Axelera's own package index",
     "hailo": "the Hailo SDK is a registered download, not on the package index",
     "ascend": "it needs Huawei's CANN atc compiler",
-    "deepx": "dx-com 2.5 compiles it, but its NPU graph ends at the first ES-MoE gate (Ceil, ReduceMax and Gather "
-    "are not NPU operations) and the rest of the model runs on the host CPU: export format=onnx instead",
     "xilinx": _NOT_CHECKED.format(
         package="amd-quark, which pins onnx lower: an environment of its own; int8, data= needed"
     ),

@@ -83,6 +83,16 @@ def check_converted(fmt: str, exported: str | None) -> None:
         )
 
 
+def report_placement(fmt: str, exported: str | None) -> None:
+    """Say what runs where when a converter splits the model between an accelerator and the host CPU
+    without saying so (DEEPX: the NPU stops at the first operation it lacks, the rest runs on the CPU)."""
+    if fmt != "deepx" or not exported:
+        return
+    from .dxnn import describe, read_partitions
+
+    LOGGER.warning(f"yolo-master export: format=deepx: {describe(read_partitions(exported))}")
+
+
 ONNX2TF_SAMPLE = Path("calibration_image_sample_data_20x128x128x3_float32.npy")
 
 
