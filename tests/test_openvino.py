@@ -3,6 +3,8 @@ the exported folder predicting and validating through ``YOLOMaster``, and one-li
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +23,8 @@ def _compiled(folder, name: str):
     moved = folder.rename(folder.with_name(name))
     core = ov.Core()
     xml = next(p for p in sorted(moved.iterdir()) if p.suffix == ".xml")
-    return core.compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": 2})
+    # float32: on CPUs with bfloat16 (AVX512_BF16, AMX) OpenVINO would otherwise pick it (~3 digits)
+    return core.compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32"})
 
 
 @pytest.mark.parametrize("strategy", ["dense", "slice"])
@@ -114,3 +117,18 @@ def test_export_help_lists_each_format_with_its_routing_form(capsys):
     line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("format="))
     assert "onnx (sparse: slice)" in line and "engine (sparse: gather)" in line
     assert "openvino (dense-routed: dense)" in line and "ncnn (dense-routed: masked)" in line
+
+
+def test_full_precision_exports_run_in_float32_where_the_cpu_would_pick_bfloat16(tmp_path, monkeypatch):
+    """OpenVINO's CPU default is bfloat16 wherever the CPU has it; a half=False export must not get it
+    unasked (an ES-MoE gate's close calls would go to other experts). half=True keeps OpenVINO's choice."""
+    from ultralytics.nn.autobackend import AutoBackend
+
+    monkeypatch.chdir(tmp_path)
+    model = YOLOMaster("n.yaml")
+    full = Path(model.export(format="openvino", imgsz=64)).rename(tmp_path / "full_openvino_model")
+    half = Path(model.export(format="openvino", imgsz=64, half=True)).rename(tmp_path / "half_openvino_model")
+    default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    for folder, expected in ((full, ov.Type.f32), (half, default)):
+        backend = AutoBackend(str(folder), device=torch.device("cpu"), verbose=False).backend
+        assert backend.ov_compiled_model.get_property("INFERENCE_PRECISION_HINT") == expected, folder.name

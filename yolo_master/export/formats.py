@@ -118,7 +118,7 @@ FORMATS: dict[str, ExportFormat] = {
         "shapes do not",
         ("onnxruntime_qnn",),
         _extra("qnn", "onnxruntime-qnn"),
-        opset=17,  # ONNX Runtime's quantization shape inference cannot read opset 18's ReduceMax axes input
+        opset=17,  # ORT's quantization shape inference cannot read opset 18's axes inputs (masked's ReduceMax)
         quantized=True,
     ),
     "deepx": ExportFormat(

@@ -66,7 +66,9 @@ def time_openvino(path: Path, threads: int, warmup: int, runs: int) -> tuple[flo
 
     core = ov.Core()
     model = core.read_model(str(openvino_xml(path)))
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    # float32, as YOLOMaster runs full-precision IRs (integration/runtime.py): OpenVINO's own default is
+    # bfloat16 on CPUs that have it, which would make timings incomparable between machines
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     compiled = core.compile_model(model, "CPU", config)
     shape = _static([None if d.is_dynamic else d.get_length() for d in model.input(0).partial_shape])
     x = np.random.default_rng(0).random(shape, dtype=np.float32)

@@ -8,7 +8,8 @@ one line naming it and the supported range, instead of an ``AttributeError`` mid
 - adds our classes to the safe-load allow-list (``checkpoints.py``);
 - adds FLOPs rules for our blocks to thop (``flops.py``);
 - points font lookups at fonts on disk when offline (``runtime.py``);
-- lets Ultralytics' QNN backend load a second model in one process (``runtime.py``).
+- lets Ultralytics' QNN backend load a second model in one process, and has its OpenVINO backend run
+  full-precision exports in float32 where the CPU would pick bfloat16 (``runtime.py``).
 
 Other modules reach Ultralytics internals only through the helpers here (``runtime.py``) or by
 overriding the methods listed in :data:`TOUCHES`.
@@ -44,6 +45,7 @@ TOUCHES = (
     Touch("ultralytics.data.build.InfiniteDataLoader.reset", "a fresh iterator each epoch (exact resume)"),
     Touch("ultralytics.nn.tasks.BaseModel.loss", "overridden: the MoE auxiliary loss joins the task loss"),
     Touch("ultralytics.nn.backends.qnn.QNNBackend.load_model", "wrapped: a second QNN model per process loads"),
+    Touch("ultralytics.nn.backends.openvino.OpenVINOBackend.load_model", "wrapped: float32 IRs run in float32"),
 )
 
 
@@ -92,7 +94,7 @@ def install() -> None:
     from .checkpoints import allow_in_safe_load
     from .flops import register_flops_rules
     from .parser import wrap_parse_model
-    from .runtime import reusable_qnn_backend, use_local_fonts
+    from .runtime import full_precision_openvino, reusable_qnn_backend, use_local_fonts
 
     check_ultralytics()
     tasks = importlib.import_module("ultralytics.nn.tasks")
@@ -104,6 +106,7 @@ def install() -> None:
     register_flops_rules()
     use_local_fonts()
     reusable_qnn_backend()
+    full_precision_openvino()
 
 
 __all__ = ("TOUCHES", "check_ultralytics", "check_ultralytics_version", "install", "missing_symbols")
