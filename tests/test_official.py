@@ -9,6 +9,7 @@ model's own eval outputs (float32) and routing weights for three inputs rebuilt 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -43,11 +44,15 @@ def reference(name: str) -> dict:
 
 
 def assert_matches_release(net: torch.nn.Module, ref: dict, tolerance: float = 1e-4) -> None:
-    """Outputs within ``tolerance`` of each output's range; routing weights within 1e-5.
+    """Outputs within ``tolerance`` of each output's range and routing weights within 1e-5, each plus what
+    float32 rounding explains.
 
-    On one thread, as the references were computed: the gradient image of ``xmix160`` is so ill-conditioned
-    for these random weights (area attention amplifies rounding ~1000x) that the official model itself moves
-    a box by 1.2 px between one and two threads.
+    On one thread, as the references were computed. Some inputs are ill-conditioned for these random
+    weights (area attention amplifies rounding ~1000x): ``xmix160``'s boxes move by ~1 px between one and
+    two threads, or between CPUs (an AVX512 CPU here vs the references' machine). So each output also
+    gets 3x its own float32 rounding error, measured against the same model in float64 (ours and the
+    reference each carry about that much): ~1e-3 of the range for those inputs, ~1e-7 for well-conditioned
+    ones, where the check stays as tight as ``tolerance``.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -58,17 +63,23 @@ def assert_matches_release(net: torch.nn.Module, ref: dict, tolerance: float = 1
 
 
 def _compare(net: torch.nn.Module, ref: dict, tolerance: float) -> None:
+    net64 = copy.deepcopy(net).double()
     for key, x in inputs().items():
         with torch.no_grad():
-            out = net(x)
+            out, out64 = net(x), net64(x.double())
         routing = {f"model.{m.i}": m.last_routing.dense for m in moe_layers(net)}
+        routing64 = {f"model.{m.i}": m.last_routing.dense for m in moe_layers(net64)}
         ours = [out[0]] if torch.is_tensor(out[0]) else list(out[0])  # segment: decoded boxes, mask prototypes
-        for a, b in zip(ours, ref["outputs"][key]):
+        exact = [out64[0]] if torch.is_tensor(out64[0]) else list(out64[0])
+        for a, a64, b in zip(ours, exact, ref["outputs"][key]):
             assert a.shape == b.shape
             span = (b.max() - b.min()).item()
-            assert (a - b).abs().max().item() <= tolerance * span, (key, (a - b).abs().max().item(), span)
+            rounding = (a.double() - a64).abs().max().item()
+            error = (a - b).abs().max().item()
+            assert error <= tolerance * span + 3 * rounding, (key, error, span, rounding)
         for layer, dense in ref["routing"][key].items():
-            torch.testing.assert_close(routing[layer], dense, atol=1e-5, rtol=0)
+            rounding = (routing[layer].double() - routing64[layer]).abs().max().item()
+            torch.testing.assert_close(routing[layer], dense, atol=1e-5 + 3 * rounding, rtol=0)
 
 
 # The segmentation fixture reaches 4e-4 of the range: every layer up to the first A2C2f is equal to the bit
