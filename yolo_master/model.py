@@ -132,6 +132,7 @@ class YOLOMaster(Model):
         from .export.formats import FORMATS
         from .export.prepare import (
             check_converted,
+            deepx_compiler_in_a_child,
             export_form,
             export_strategy,
             offline_onnx2tf_sample,
@@ -165,7 +166,12 @@ class YOLOMaster(Model):
         if spec and spec.opset and not kwargs.get("opset"):
             kwargs["opset"] = spec.opset
         remove_stale_qnn_context(self.model, fmt)
-        with traced_strategy(self.model, chosen, bool(spec and spec.comparisons)), offline_onnx2tf_sample(fmt):
+        comparisons = bool(spec and spec.comparisons)
+        with (
+            traced_strategy(self.model, chosen, comparisons),
+            offline_onnx2tf_sample(fmt),
+            deepx_compiler_in_a_child(fmt),
+        ):
             exported = super().export(**kwargs)
         check_converted(fmt, exported)
         report_placement(fmt, exported)

@@ -6,6 +6,9 @@ block for the duration of an export and refuses combinations that cannot work, w
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,6 +94,33 @@ def report_placement(fmt: str, exported: str | None) -> None:
     from .dxnn import describe, read_partitions
 
     LOGGER.warning(f"yolo-master export: format=deepx: {describe(read_partitions(exported))}")
+
+
+@contextmanager
+def deepx_compiler_in_a_child(fmt: str):
+    """Run DEEPX's compiler (``dx_com.compile``, which Ultralytics calls in-process) in a child process.
+
+    After a compile in-process, the next OpenVINO model compiled in that process crashed it (a segfault
+    jumping into unmapped code, reproduced with the test suite): dx-com leaves something behind. Its
+    arguments are paths and numbers, so the child gets them as JSON and the parent stays clean."""
+    if fmt != "deepx":
+        yield
+        return
+    import dx_com
+
+    compile_in_process = dx_com.compile
+
+    def compile_in_a_child(**kwargs):
+        code = "import json, sys, dx_com; dx_com.compile(**json.loads(sys.argv[1]))"
+        status = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)]).returncode
+        if status != 0:
+            raise RuntimeError(f"DEEPX's compiler (dx-com) failed with exit status {status}")
+
+    dx_com.compile = compile_in_a_child
+    try:
+        yield
+    finally:
+        dx_com.compile = compile_in_process
 
 
 ONNX2TF_SAMPLE = Path("calibration_image_sample_data_20x128x128x3_float32.npy")
