@@ -48,8 +48,6 @@ def litert_runner(path: Path, x: np.ndarray, threads: int, xnnpack: bool):
 
 
 def main() -> None:
-    import litert_torch
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--size", type=int, default=160)
@@ -57,6 +55,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=20)
     args = p.parse_args()
+    import litert_torch  # the TensorFlow environment's
+
     torch.set_num_threads(args.threads)
     c, s = args.channels, args.size
     x = torch.rand(1, c, s, s)

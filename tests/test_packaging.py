@@ -149,6 +149,18 @@ def test_training_step_benchmark_script_compares_backwards_and_peers(tmp_path):
     assert all(float(r[1]) > 0 for r in rows)
 
 
+@pytest.mark.tensorflow
+def test_litert_depthwise_script_times_each_kernel_in_litert_and_torch():
+    if find_spec("litert_torch") is None:
+        pytest.skip("litert-torch lives in the TensorFlow environment (scripts/setup_tensorflow.sh)")
+    cmd = [sys.executable, str(REPO / "scripts" / "litert_depthwise.py"), "--channels", "8", "--size", "16"]
+    proc = subprocess.run([*cmd, "--kernels", "3,7", "--runs", "2"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [r[0].strip() for r in rows] == ["3x3", "7x7"]
+    assert all(float(v) > 0 for r in rows for v in r[1:4])
+
+
 def test_export_bench_on_an_engine_without_tensorrt_says_so(tmp_path):
 
     if find_spec("tensorrt") is not None:
