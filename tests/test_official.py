@@ -69,9 +69,7 @@ def _compare(net: torch.nn.Module, ref: dict, tolerance: float) -> None:
             out, out64 = net(x), net64(x.double())
         routing = {f"model.{m.i}": m.last_routing.dense for m in moe_layers(net)}
         routing64 = {f"model.{m.i}": m.last_routing.dense for m in moe_layers(net64)}
-        ours = [out[0]] if torch.is_tensor(out[0]) else list(out[0])  # segment: decoded boxes, mask prototypes
-        exact = [out64[0]] if torch.is_tensor(out64[0]) else list(out64[0])
-        for a, a64, b in zip(ours, exact, ref["outputs"][key]):
+        for a, a64, b in zip(_outputs(out), _outputs(out64), ref["outputs"][key]):
             assert a.shape == b.shape
             span = (b.max() - b.min()).item()
             rounding = (a.double() - a64).abs().max().item()
@@ -80,6 +78,11 @@ def _compare(net: torch.nn.Module, ref: dict, tolerance: float) -> None:
         for layer, dense in ref["routing"][key].items():
             rounding = (routing[layer].double() - routing64[layer]).abs().max().item()
             torch.testing.assert_close(routing[layer], dense, atol=1e-5 + 3 * rounding, rtol=0)
+
+
+def _outputs(out) -> list[torch.Tensor]:
+    """The compared outputs: detection's decoded boxes, or segmentation's boxes and mask prototypes."""
+    return [out[0]] if torch.is_tensor(out[0]) else list(out[0])
 
 
 # The segmentation fixture reaches 4e-4 of the range: every layer up to the first A2C2f is equal to the bit

@@ -83,7 +83,7 @@ def check_exported_folder(folder: str | Path) -> None:
         )
 
 
-def _exported_metadata(model) -> dict | None:
+def exported_metadata(model) -> dict | None:
     """The ``metadata.yaml`` of an exported model folder (``model`` as Ultralytics keeps it: a path); else None."""
     if not isinstance(model, (str, Path)) or not (Path(model) / "metadata.yaml").is_file():
         return None
@@ -96,7 +96,7 @@ def check_exported_request(model, args: dict) -> None:
     """``imgsz`` and ``batch`` asked of a static exported model (``model`` as Ultralytics keeps an exported
     folder: its path; anything else passes) must be the ones it was exported with (Ultralytics runs such
     requests without an error)."""
-    metadata = _exported_metadata(model)
+    metadata = exported_metadata(model)
     if not metadata or metadata.get("args", {}).get("dynamic") or "imgsz" not in metadata:
         return
     size, batch = [int(v) for v in metadata["imgsz"]], int(metadata.get("batch", 1))

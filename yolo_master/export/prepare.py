@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from ultralytics.utils import LOGGER
 
+from ..integration.runtime import patched_attribute
 from ..nn import EXPORT_STRATEGIES, moe_layers
 from ..nn.fusion import folded_once
 from .formats import DENSE_ROUTED, FORMATS, check_format, form_of
@@ -108,19 +109,14 @@ def deepx_compiler_in_a_child(fmt: str):
         return
     import dx_com
 
-    compile_in_process = dx_com.compile
-
     def compile_in_a_child(**kwargs):
         code = "import json, sys, dx_com; dx_com.compile(**json.loads(sys.argv[1]))"
         status = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)]).returncode
         if status != 0:
             raise RuntimeError(f"DEEPX's compiler (dx-com) failed with exit status {status}")
 
-    dx_com.compile = compile_in_a_child
-    try:
+    with patched_attribute(dx_com, "compile", compile_in_a_child):
         yield
-    finally:
-        dx_com.compile = compile_in_process
 
 
 ONNX2TF_SAMPLE = Path("calibration_image_sample_data_20x128x128x3_float32.npy")

@@ -70,6 +70,18 @@ def quiet_logs():
 
 
 @contextmanager
+def patched_attribute(owner, name: str, value):
+    """``owner.name`` set to ``value`` for the duration, then put back (how the touches below reach one
+    call inside an Ultralytics or converter function without replacing the function)."""
+    saved = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, saved)
+
+
+@contextmanager
 def hidden_keys(args, keys):
     """Temporarily take ``keys`` off the ``args`` namespace (validators re-validate it against the defaults)."""
     saved = {k: args.__dict__.pop(k) for k in keys if k in args.__dict__}
@@ -120,11 +132,8 @@ def reusable_qnn_backend() -> None:
             if not any(d.ep_name == name for d in onnxruntime.get_ep_devices()):
                 register(name, path)
 
-        onnxruntime.register_execution_provider_library = register_once
-        try:
+        with patched_attribute(onnxruntime, "register_execution_provider_library", register_once):
             return load_model(self, weight)
-        finally:
-            onnxruntime.register_execution_provider_library = register
 
     load_model_once_registered.__wrapped__ = load_model
     backend.load_model = load_model_once_registered
@@ -153,11 +162,8 @@ def full_precision_openvino() -> None:
                 config = {"INFERENCE_PRECISION_HINT": ov.Type.f32, **(config or {})}
             return compile_model(core, model, device_name=device_name, config=config, **kwargs)
 
-        ov.Core.compile_model = compile_float32
-        try:
+        with patched_attribute(ov.Core, "compile_model", compile_float32):
             return load_model(self, weight)
-        finally:
-            ov.Core.compile_model = compile_model
 
     load_model_full_precision.__wrapped__ = load_model
     backend.load_model = load_model_full_precision
@@ -165,9 +171,8 @@ def full_precision_openvino() -> None:
 
 def _exported_quantized(weight) -> bool:
     """Whether an exported OpenVINO model's ``metadata.yaml`` records ``half`` or ``int8`` (``quantize``)."""
-    import yaml
+    from ..validate import exported_metadata
 
     folder = Path(weight) if Path(weight).is_dir() else Path(weight).parent
-    meta = folder / "metadata.yaml"
-    args = (yaml.safe_load(meta.read_text()) or {}).get("args", {}) if meta.is_file() else {}
+    args = (exported_metadata(folder) or {}).get("args", {})
     return bool(args.get("quantize") or args.get("half") or args.get("int8"))
