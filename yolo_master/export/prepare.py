@@ -101,9 +101,9 @@ def report_placement(fmt: str, exported: str | None) -> None:
 def deepx_compiler_in_a_child(fmt: str):
     """Run DEEPX's compiler (``dx_com.compile``, which Ultralytics calls in-process) in a child process.
 
-    After a compile in-process, the next OpenVINO model compiled in that process crashed it (a segfault
-    jumping into unmapped code, reproduced with the test suite): dx-com leaves something behind. Its
-    arguments are paths and numbers, so the child gets them as JSON and the parent stays clean."""
+    After a compile in-process, later OpenVINO work in that process crashed it (a segfault, reproduced
+    with the DEEPX test followed by tests/test_openvino.py; importing dx-com alone did not): dx-com leaves
+    something behind. Its arguments are paths and numbers, so the child gets them as JSON."""
     if fmt != "deepx":
         yield
         return

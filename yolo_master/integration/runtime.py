@@ -143,7 +143,7 @@ def full_precision_openvino() -> None:
     """Compile OpenVINO models exported in full precision (no ``half``/``int8``) with float32 inference on
     the CPU. OpenVINO's default there is bfloat16 wherever the CPU has it: about three significant digits,
     and an ES-MoE gate whose top scores are close can then pick other experts (measured on an AVX512_BF16
-    CPU: 0.07-0.53 of the output's range over 8 inputs, 0.02 on inputs whose routes are far apart).
+    CPU: 0.07-0.53 of the output's range over 8 inputs, 0.01-0.02 on inputs whose routes are far apart).
     ``half=True`` exports keep OpenVINO's choice."""
     backend = importlib.import_module("ultralytics.nn.backends.openvino").OpenVINOBackend
     if hasattr(backend.load_model, "__wrapped__"):
