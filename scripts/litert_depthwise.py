@@ -5,8 +5,10 @@
 
 Each kernel size (3, 5, 7, 9: the experts') is a depthwise convolution + SiLU, converted with
 litert-torch as Ultralytics' ``format=litert`` does, then timed batch 1 on 2 threads with LiteRT's
-default XNNPACK delegate, with LiteRT's builtin kernels only, and in torch eager. Needs the
-TensorFlow environment (``scripts/setup_tensorflow.sh``).
+default XNNPACK delegate, with LiteRT's builtin kernels only, and in torch eager; and, as
+``format=litert`` now exports the experts, the same convolution written as blocks of at most 5x5
+(``nn/depthwise.tiled_depthwise_conv2d``) under XNNPACK. Needs the TensorFlow environment
+(``scripts/setup_tensorflow.sh``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from yolo_master.export.formats import XNNPACK_TILE
+from yolo_master.nn.depthwise import tiled_depthwise_conv2d
+
+
+class TiledDepthwise(nn.Module):
+    """``conv`` + SiLU with its kernel in blocks of at most ``XNNPACK_TILE`` (held as constants, as export does)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.weight, self.bias = conv.weight.detach().clone(), conv.bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.silu(tiled_depthwise_conv2d(x, self.weight, self.bias, XNNPACK_TILE))
 
 
 def median_ms(run, runs: int) -> float:
@@ -71,16 +87,22 @@ def main() -> None:
                 eager = median_ms(lambda layer=layer: layer(x), args.runs)
             xnn = median_ms(litert_runner(path, x.numpy(), args.threads, True), args.runs)
             builtin = median_ms(litert_runner(path, x.numpy(), args.threads, False), args.runs)
-            rows.append((k, xnn, builtin, eager))
+            tiled = Path(tmp) / f"dw{k}-tiled.tflite"
+            litert_torch.convert(TiledDepthwise(layer[0]).eval(), (x,)).export(str(tiled))
+            xnn_tiled = median_ms(litert_runner(tiled, x.numpy(), args.threads, True), args.runs)
+            rows.append((k, xnn, builtin, eager, xnn_tiled))
             print(
-                f"{k}x{k}: LiteRT+XNNPACK {xnn:.2f} ms, LiteRT builtin {builtin:.2f} ms, torch {eager:.2f} ms",
+                f"{k}x{k}: LiteRT+XNNPACK {xnn:.2f} ms, LiteRT builtin {builtin:.2f} ms, torch {eager:.2f} ms, "
+                f"LiteRT+XNNPACK in blocks {xnn_tiled:.2f} ms",
                 flush=True,
             )
     print(f"\ndepthwise {c} x {s} x {s} + SiLU, batch 1, {args.threads} threads, median of {args.runs}\n")
-    print("| kernel | LiteRT (XNNPACK) ms | LiteRT builtin ms | torch ms | XNNPACK / torch |")
-    print("|---|---|---|---|---|")
-    for k, xnn, builtin, eager in rows:
-        print(f"| {k}x{k} | {xnn:.2f} | {builtin:.2f} | {eager:.2f} | {xnn / eager:.1f}x |")
+    t = XNNPACK_TILE
+    head = "| kernel | LiteRT (XNNPACK) ms | LiteRT builtin ms | torch ms | XNNPACK / torch |"
+    print(f"{head} XNNPACK, {t}x{t} blocks ms |")
+    print("|---|---|---|---|---|---|")
+    for k, xnn, builtin, eager, xnn_tiled in rows:
+        print(f"| {k}x{k} | {xnn:.2f} | {builtin:.2f} | {eager:.2f} | {xnn / eager:.1f}x | {xnn_tiled:.2f} |")
 
 
 if __name__ == "__main__":

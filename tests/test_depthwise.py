@@ -6,7 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from yolo_master.nn.depthwise import depthwise_conv2d, depthwise_weight_grad, fft_size
+from yolo_master.nn.depthwise import (
+    depthwise_conv2d,
+    depthwise_weight_grad,
+    fft_size,
+    kernel_blocks,
+    tiled_depthwise_conv2d,
+)
 
 
 def _grads(conv, x, w, seed_grad):
@@ -68,3 +74,26 @@ def test_weight_grad_is_a_sum_of_shifted_products():
     )
     assert torch.allclose(depthwise_weight_grad(x, g, k)[:, 0], expected, atol=1e-10)
     assert fft_size(83) == 84 and fft_size(86) == 90 and fft_size(64) == 64
+
+
+@pytest.mark.parametrize("k", [3, 5, 7, 9, 11])
+@pytest.mark.parametrize("tile", [2, 3, 5])
+def test_tiled_convolution_is_the_same_convolution(k, tile):
+    g = torch.Generator().manual_seed(k * 10 + tile)
+    x = torch.randn(2, 6, 13, 9, generator=g, dtype=torch.float64)  # not square, smaller than some kernels
+    w = torch.randn(6, 1, k, k, generator=g, dtype=torch.float64)
+    b = torch.randn(6, generator=g, dtype=torch.float64)
+    ref = F.conv2d(x, w, b, padding=k // 2, groups=6)
+    assert torch.allclose(tiled_depthwise_conv2d(x, w, b, tile), ref, atol=1e-12)
+    assert torch.allclose(depthwise_conv2d(x, w, bias=b, tile=tile), ref, atol=1e-12)
+    no_bias = F.conv2d(x, w, padding=k // 2, groups=6)
+    assert torch.allclose(tiled_depthwise_conv2d(x, w, None, tile), no_bias, atol=1e-12)
+
+
+@pytest.mark.parametrize("k,tile", [(7, 5), (9, 5), (11, 5), (5, 2)])
+def test_kernel_blocks_cover_every_tap_once_and_none_is_larger_than_the_tile(k, tile):
+    covered = torch.zeros(k, k, dtype=torch.int64)
+    for r0, r1, c0, c1 in kernel_blocks(k, tile):
+        assert 0 < r1 - r0 <= tile and 0 < c1 - c0 <= tile
+        covered[r0:r1, c0:c1] += 1
+    assert (covered == 1).all()

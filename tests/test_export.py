@@ -72,6 +72,42 @@ def test_graph_content_per_strategy(tmp_path, strategy):
         assert report.dynamic_weight_convs == 0 and not report.has("If") and report.has("Range")
 
 
+@pytest.mark.parametrize("strategy", ["slice", "dense", "masked"])
+def test_tiled_depthwise_export_is_exact_and_has_no_kernel_above_the_tile(tmp_path, strategy):
+    """``ExportFormat.depthwise_tile`` (LiteRT, ExecuTorch): the 7x7 and 9x9 experts exported as sums of
+    convolutions by blocks of at most 5x5; the same function, every block a constant weight."""
+    import onnx
+    from onnx import numpy_helper
+
+    from yolo_master.export.prepare import traced_strategy
+
+    torch.manual_seed(0)
+    block = ESMoE(16, 16, 4, 2).eval()  # kernels 3, 5, 7, 9
+    with torch.no_grad():
+        block.experts.bn_running_var.uniform_(0.5, 2.0)
+        block.norm.running_mean.normal_(0, 0.3)
+    x = torch.randn(1, 16, 12, 12)
+    for combo in [(2, 3), (3, 0), (1, 2)]:  # every large kernel, alone and with a small one
+        _force(block, combo)
+        with torch.no_grad():
+            ref = block(x).numpy()
+        path = tmp_path / f"{strategy}-{combo[0]}{combo[1]}.onnx"
+        with traced_strategy(block, strategy, depthwise_tile=5):
+            _export_block(block, x, path)
+        assert np.abs(_run(path, x.numpy()) - ref).max() <= 1e-4, combo
+        graph = onnx.load(str(path)).graph
+        constants = {t.name: numpy_helper.to_array(t).shape for t in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant":
+                constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t).shape
+        kernels = [constants[n.input[1]] for n in graph.node if n.op_type == "Conv" and n.input[1] in constants]
+        depthwise = [s for s in kernels if s[1] == 1 and s[2] > 1]
+        assert depthwise and max(max(s[2:]) for s in depthwise) == 5, strategy
+        assert len(kernels) == sum(n.op_type == "Conv" for n in graph.node)  # every block a constant
+    assert block.strategy == "auto" and block.experts.depthwise_tile is None
+    assert not [n for n in block.experts._buffers if "tile" in n]  # nothing left behind after the export
+
+
 def test_k_equal_e_exports_the_static_graph(tmp_path):
     block = ESMoE(16, 16, 4, 4, strategy="slice").eval()
     path = tmp_path / "dense.onnx"

@@ -21,7 +21,7 @@ from conftest import run_cli
 from yolo_master import ESMoE, YOLOMaster
 from yolo_master.export.formats import DENSE_ROUTED, FORMATS, UNAVAILABLE
 from yolo_master.export.parity import calibrate_norms, steer_apart, wrong_route_error
-from yolo_master.export.prepare import export_strategy
+from yolo_master.export.prepare import export_form, export_strategy
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-3  # relative to the largest output value (the issue's bar for every format)
@@ -86,6 +86,26 @@ def test_format_runs_in_its_own_runtime_and_follows_the_routing(fmt, probe, tmp_
     image = sorted((shapes_yaml.parent / "images" / "val").glob("*.jpg"))[0]
     results = YOLOMaster(path).predict(str(image), imgsz=64, verbose=False)
     assert len(results) == 1 and results[0].boxes is not None
+    if FORMATS[fmt].depthwise_tile and fmt in {"litert", "tflite", "tfjs"}:  # the 7x7 / 9x9 experts went in tiles
+        large = Counter(
+            m.kernel_size[0] for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 5
+        )  # the others' large depthwise kernels (YOLOv12 attention's 7x7 position encoding) stay as they are
+        assert large and set(large) == {7}
+        kernels = _litert_depthwise_kernels(path)
+        assert max(kernels) == 7 and kernels.count(7) == large[7] and 5 in kernels
+
+
+def _litert_depthwise_kernels(path) -> list[int]:
+    """The larger side of every depthwise convolution's kernel in a LiteRT model (filters are 1 x kh x kw x C)."""
+    from pathlib import Path
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    file = Path(path) if Path(path).is_file() else next(Path(path).glob("*.tflite"))
+    interpreter = Interpreter(str(file))
+    shapes = {t["index"]: t["shape"] for t in interpreter.get_tensor_details()}
+    ops = [op for op in interpreter._get_ops_details() if op["op_name"] == "DEPTHWISE_CONV_2D"]
+    return [int(max(shapes[op["inputs"][1]][1:3])) for op in ops]
 
 
 @pytest.mark.parametrize("fmt", QUANTIZED)
@@ -214,6 +234,14 @@ def test_export_logs_the_routing_form_and_why(tmp_path):
     out = proc.stdout + proc.stderr
     assert f"format={fmt}: ES-MoE routing kept in the graph, dense-routed form ({FORMATS[fmt].strategy}:" in out
     assert FORMATS[fmt].why in out
+
+
+def test_export_log_says_where_large_depthwise_kernels_go_in_tiles():
+    tiled = [f for f, spec in FORMATS.items() if spec.depthwise_tile]
+    assert {"litert", "executorch"} <= set(tiled)
+    for fmt in tiled:
+        assert "depthwise kernels above 5x5 written as 5x5 blocks" in export_form(fmt, FORMATS[fmt].strategy)
+    assert "blocks" not in export_form("onnx", "slice")
 
 
 @pytest.mark.parametrize("fmt", [f for f, spec in FORMATS.items() if spec.needs and f != "engine"])

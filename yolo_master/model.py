@@ -168,7 +168,7 @@ class YOLOMaster(Model):
         remove_stale_qnn_context(self.model, fmt)
         comparisons = bool(spec and spec.comparisons)
         with (
-            traced_strategy(self.model, chosen, comparisons),
+            traced_strategy(self.model, chosen, comparisons, spec.depthwise_tile if spec else None),
             offline_onnx2tf_sample(fmt),
             deepx_compiler_in_a_child(fmt),
         ):

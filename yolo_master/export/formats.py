@@ -38,6 +38,8 @@ class ExportFormat(NamedTuple):
         opset: the ONNX opset its converter needs (``None``: Ultralytics' default).
         quantized: the format is always quantized, so export calibrates on ``data=`` images and parity is
             within quantization error (tested as: closer to the right route's output than to a wrong one's).
+        depthwise_tile: its runtime is slow on depthwise kernels above this size, so the experts' larger
+            kernels are exported as sums of convolutions by blocks of at most this size (``nn/depthwise.py``).
     """
 
     strategy: str
@@ -49,10 +51,18 @@ class ExportFormat(NamedTuple):
     own_environment: bool = False
     opset: int | None = None
     quantized: bool = False
+    depthwise_tile: int | None = None
 
     @property
     def form(self) -> str:
         return form_of(self.strategy)
+
+
+# XNNPACK (LiteRT's and ExecuTorch's CPU delegate) ran a 64 x 160 x 160 depthwise 7x7 at 15x torch's time, 9x9 at
+# 18x, 5x5 at 1.2x; the 7x7 and 9x9 experts as blocks of at most 5x5 took LiteRT's yolo-master-n from 4.2x YOLO11n to
+# 2.2x and ExecuTorch's from 3.7x to 2.4x (scripts/litert_depthwise.py, scripts/format_latency.py). ORT, MNN, ncnn:
+# no gain or slower, so only these formats tile.
+XNNPACK_TILE = 5
 
 
 def _extra(name: str, fallback: str) -> str:
@@ -97,6 +107,7 @@ FORMATS: dict[str, ExportFormat] = {
         "torch.export cannot lower the sparse graph's data-dependent shapes for XNNPACK",
         ("executorch",),
         _extra("executorch", "executorch"),
+        depthwise_tile=XNNPACK_TILE,
     ),
     "paddle": ExportFormat(
         "masked",
@@ -153,7 +164,9 @@ FORMATS.update(
         "pb": ExportFormat("dense", _TF_WHY, _TF, _TF_INSTALL, own_environment=True),
         # Ultralytics 8.4 exports format=tflite and format=tfjs as LiteRT (a .tflite file)
         **{
-            f: ExportFormat("dense", _LITERT_WHY, _LITERT, _TF_INSTALL, own_environment=True)
+            f: ExportFormat(
+                "dense", _LITERT_WHY, _LITERT, _TF_INSTALL, own_environment=True, depthwise_tile=XNNPACK_TILE
+            )
             for f in ("litert", "tflite", "tfjs")
         },
     }

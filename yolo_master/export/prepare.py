@@ -60,7 +60,11 @@ def export_form(fmt: str, strategy: str) -> str:
     if form == DENSE_ROUTED:
         what = "every expert computed, the unchosen weighted by 0"
     why = spec.why if spec and strategy == spec.strategy else f"strategy={strategy} was asked for"
-    return f"ES-MoE routing kept in the graph, {form} form ({strategy}: {what}): {why}"
+    line = f"ES-MoE routing kept in the graph, {form} form ({strategy}: {what}): {why}"
+    if spec and spec.depthwise_tile:
+        t = spec.depthwise_tile
+        line += f"; experts' depthwise kernels above {t}x{t} written as {t}x{t} blocks (its runtime is slow on larger)"
+    return line
 
 
 def check_converted(fmt: str, exported: str | None) -> None:
@@ -157,10 +161,13 @@ def remove_stale_qnn_context(model: nn.Module, fmt: str) -> None:
 
 
 @contextmanager
-def traced_strategy(model: nn.Module, strategy: str | None, comparisons: bool = False):
+def traced_strategy(
+    model: nn.Module, strategy: str | None, comparisons: bool = False, depthwise_tile: int | None = None
+):
     """Set ``strategy`` on every routed block of ``model`` that has strategies, and fix their folded
     weights as constants (``nn/fusion.py``), for the duration of the block; ``comparisons``: the
-    ``masked`` top-K from comparisons (``ExportFormat.comparisons``)."""
+    ``masked`` top-K from comparisons (``ExportFormat.comparisons``); ``depthwise_tile``: the experts'
+    larger depthwise kernels in blocks of at most this size (``ExportFormat.depthwise_tile``)."""
     blocks = [m for m in moe_layers(model) if strategy in m.strategies]
     saved = [b.strategy for b in blocks]
     try:
@@ -169,9 +176,12 @@ def traced_strategy(model: nn.Module, strategy: str | None, comparisons: bool = 
                 b.strategy = strategy
                 if comparisons:
                     b.router.mask_by_comparison = True
+                if depthwise_tile:
+                    b.experts.depthwise_tile = depthwise_tile
         with folded_once(blocks if strategy else []):
             yield blocks
     finally:
         for b, s in zip(blocks, saved):
             b.strategy = s
             b.router.__dict__.pop("mask_by_comparison", None)
+            b.experts.__dict__.pop("depthwise_tile", None)

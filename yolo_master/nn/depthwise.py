@@ -13,6 +13,11 @@ mostly that backward (its experts are 5x5 .. 9x9 depthwise convolutions). Its tw
 Same function, float32 rounding differs (relative ~1e-6 of the gradient's range; tested against
 ``F.conv2d``'s own backward). Used only where it pays: CPU, float32/float64, kernels of 5 and above,
 autograd recording, no graph being traced; everything else is plain ``F.conv2d``.
+
+For export to runtimes that are slow on large depthwise kernels, ``tile`` writes a ``k x k`` kernel as
+a sum of convolutions with kernels of at most ``tile x tile`` (``tiled_depthwise_conv2d``): LiteRT's
+XNNPACK delegate ran a 7x7 depthwise convolution 15x slower than torch, and the same 7x7 as four
+pieces of at most 5x5 3x faster than itself (``scripts/litert_depthwise.py``).
 """
 
 from __future__ import annotations
@@ -26,16 +31,61 @@ from .routers.base import is_tracing
 FFT_MIN_KERNEL = 5  # a 3x3 depthwise backward is already fast in oneDNN
 
 
-def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, fft_backward: bool = True) -> torch.Tensor:
-    """``F.conv2d(x, weight, padding=k // 2, groups=C)`` for a ``(C, 1, k, k)`` odd kernel.
+def depthwise_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    fft_backward: bool = True,
+    bias: torch.Tensor | None = None,
+    tile: int | None = None,
+    blocks: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=k // 2, groups=C)`` for a ``(C, 1, k, k)`` odd kernel.
 
     With ``fft_backward`` (and where it pays, see the module docstring) the backward pass runs as a
-    forward convolution plus an FFT cross-correlation instead of oneDNN's depthwise backward.
+    forward convolution plus an FFT cross-correlation instead of oneDNN's depthwise backward. With
+    ``tile`` (export only) a kernel larger than ``tile`` runs as :func:`tiled_depthwise_conv2d`.
     """
     k = weight.shape[-1]
-    if fft_backward and _pays(x, weight):
+    if tile and k > tile:
+        return tiled_depthwise_conv2d(x, weight, bias, tile, blocks)
+    if fft_backward and bias is None and _pays(x, weight):
         return _FFTBackwardDepthwise.apply(x, weight)
-    return F.conv2d(x, weight, padding=k // 2, groups=weight.shape[0])
+    return F.conv2d(x, weight, bias, padding=k // 2, groups=weight.shape[0])
+
+
+def kernel_blocks(k: int, tile: int) -> list[tuple[int, int, int, int]]:
+    """The ``(r0, r1, c0, c1)`` blocks of a ``k x k`` kernel cut into ``tile x tile`` ones (smaller at the
+    far edges), row by row."""
+    spans = [(a, min(a + tile, k)) for a in range(0, k, tile)]
+    return [(r0, r1, c0, c1) for r0, r1 in spans for c0, c1 in spans]
+
+
+def tiled_depthwise_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    tile: int = 5,
+    blocks: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The "same" depthwise convolution by a ``(C, 1, k, k)`` kernel, written as a sum of convolutions by
+    its :func:`kernel_blocks`.
+
+    ``x`` is padded once by ``k // 2``; the block at rows ``r0..r1`` and columns ``c0..c1`` of the
+    kernel is a "valid" convolution of the padded input shifted by ``(r0, c0)`` (a static slice). The
+    same function, the products summed in another order (float32 rounding). ``blocks``: the kernel's
+    blocks already cut (export holds them as constants: ``torch.export`` keeps a slice of a weight as a
+    graph op, and ExecuTorch's XNNPACK then refuses the convolution).
+    """
+    c, k, (h, w) = weight.shape[0], weight.shape[-1], x.shape[-2:]
+    p = k // 2
+    padded = F.pad(x, (p, p, p, p))
+    out = None
+    for i, (r0, r1, c0, c1) in enumerate(kernel_blocks(k, tile)):
+        block = blocks[i] if blocks is not None else weight[..., r0:r1, c0:c1]
+        part = padded[..., r0 : r0 + h + r1 - r0 - 1, c0 : c0 + w + c1 - c0 - 1]
+        y = F.conv2d(part, block, bias if out is None else None, groups=c)
+        out = y if out is None else out + y
+    return out
 
 
 def _pays(x: torch.Tensor, weight: torch.Tensor) -> bool:

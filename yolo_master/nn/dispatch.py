@@ -40,6 +40,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .depthwise import depthwise_conv2d
 from .fusion import fold
 from .routers.base import is_exporting, is_tracing
 
@@ -85,14 +86,20 @@ def run_weighted(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: to
     return norm(sum(bank.expert(e, x) * weights[:, e].view(-1, 1, 1, 1) for e in range(bank.num_experts)))
 
 
+def _static_depthwise(bank, f, e: int, x: torch.Tensor) -> torch.Tensor:
+    """Folded expert ``e``'s depthwise convolution in a graph strategy (tiled where the export asks)."""
+    depthwise, dw_bias, _ = f.kernels(e)
+    tile = getattr(bank, "depthwise_tile", None)
+    return depthwise_conv2d(x, depthwise, False, dw_bias, tile, f.depthwise_blocks(e))
+
+
 def run_static(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """K == E: every expert runs, so no selection at all: static weights, no TopK, no Gather."""
     f = fold(bank, norm)
     out = f.bias.view(1, -1, 1, 1)
-    for e, k in enumerate(bank.kernel_sizes):
-        depthwise, dw_bias, pointwise = f.kernels(e)
-        h = F.silu(F.conv2d(x, depthwise, dw_bias, padding=k // 2, groups=bank.c1))
-        out = out + F.conv2d(h, pointwise) * weights[:, e].view(-1, 1, 1, 1)
+    for e in range(bank.num_experts):
+        h = F.silu(_static_depthwise(bank, f, e, x))
+        out = out + F.conv2d(h, f.kernels(e)[2]) * weights[:, e].view(-1, 1, 1, 1)
     return out
 
 
@@ -138,10 +145,9 @@ def run_slice(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch
     dense = _dense_weights(bank, indices, weights, x.dtype)[0]
     chosen = (dense != 0).to(torch.int64)  # 1 for the experts that run, else 0 (empty slots run nothing)
     hidden = []
-    for e, k in enumerate(bank.kernel_sizes):
+    for e in range(bank.num_experts):
         xe = x.index_select(0, torch.arange(chosen[e], device=x.device))  # (1 or 0, C1, H, W)
-        depthwise, dw_bias, _ = f.kernels(e)
-        hidden.append(F.silu(F.conv2d(xe, depthwise, dw_bias, padding=k // 2, groups=bank.c1)))
+        hidden.append(F.silu(_static_depthwise(bank, f, e, xe)))
     # The concatenation is in ascending expert order: rank the chosen experts first, lowest index first
     # (a TopK on a static key, no NonZero), and keep as many as ran.
     key = chosen * (e_all - torch.arange(e_all, device=x.device))

@@ -47,6 +47,7 @@ class ExpertBank(nn.Module):
     num_shared = 0  # class default: banks pickled before the shared expert existed load too
     fft_backward = True  # see depthwise_conv
     foldable = True  # BatchNorms fold into the export form (fusion.py); banks of other layouts say False
+    depthwise_tile: int | None = None  # set for an export whose runtime is slow on large kernels (depthwise.py)
 
     def __init__(
         self,
@@ -127,7 +128,7 @@ class ExpertBank(nn.Module):
         """Expert ``e``'s depthwise convolution of ``x``; in training its backward runs as a forward
         convolution plus an FFT correlation (``depthwise.py``: the CPU training step is mostly that
         backward, and oneDNN's is slow for kernels above 3x3)."""
-        return depthwise_conv2d(x, self.depthwise(e), fft_backward=self.fft_backward)
+        return depthwise_conv2d(x, self.depthwise(e), fft_backward=self.fft_backward, tile=self.depthwise_tile)
 
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Run expert ``e`` on ``x`` (any batch size)."""

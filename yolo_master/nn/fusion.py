@@ -21,6 +21,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .depthwise import kernel_blocks
+
 
 class FoldedExperts(NamedTuple):
     """Per-expert tensors with every BatchNorm folded in."""
@@ -30,6 +32,7 @@ class FoldedExperts(NamedTuple):
     pointwise: torch.Tensor  # (E, C2, C1), output norm scale folded in
     bias: torch.Tensor  # (C2,), output norm shift
     held: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per expert (dw bias, 4-D pointwise), export
+    blocks: list[list[torch.Tensor] | None] | None = None  # per expert, its depthwise kernel's tiles (export)
 
     def kernels(self, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Expert ``e``'s depthwise kernel, depthwise bias and ``(C2, C1, 1, 1)`` pointwise kernel: held
@@ -37,6 +40,11 @@ class FoldedExperts(NamedTuple):
         if self.held is not None:
             return (self.depthwise[e], *self.held[e])
         return self.depthwise[e], self.dw_bias[e], self.pointwise[e, :, :, None, None]
+
+    def depthwise_blocks(self, e: int) -> list[torch.Tensor] | None:
+        """Expert ``e``'s depthwise kernel cut into the export's tiles (``depthwise.kernel_blocks``), held as
+        constants; None where the export does not tile it."""
+        return self.blocks[e] if self.blocks is not None else None
 
     def padded_depthwise(self, k_max: int) -> torch.Tensor:
         """Depthwise kernels zero-padded at the centre to one shape ``(E, C1, 1, k_max, k_max)``."""
@@ -96,15 +104,31 @@ def folded_once(blocks):
                     bank.register_buffer(f"{name}{e}", t.detach().clone(), persistent=False)
             for name, t in zip(FOLDED, folded[1:4]):
                 bank.register_buffer(name, t.detach().clone(), persistent=False)
+            for e, names in enumerate(_tile_names(bank)):
+                blocks = kernel_blocks(bank.kernel_sizes[e], bank.depthwise_tile) if names else []
+                for (r0, r1, c0, c1), name in zip(blocks, names):
+                    block = folded.depthwise[e][..., r0:r1, c0:c1].detach().clone()
+                    bank.register_buffer(name, block, persistent=False)
             banks.append(bank)
         yield
     finally:
         for bank in banks:
-            for name in [*FOLDED, *(f"{n}{e}" for n in _PER_EXPERT for e in range(bank.num_experts))]:
+            tiles = [n for names in _tile_names(bank) for n in names]
+            for name in [*FOLDED, *(f"{n}{e}" for n in _PER_EXPERT for e in range(bank.num_experts)), *tiles]:
                 bank._buffers.pop(name, None)
+
+
+def _tile_names(bank) -> list[list[str]]:
+    """Per expert, the buffer names of its depthwise kernel's tiles (none for kernels within the tile)."""
+    tile = getattr(bank, "depthwise_tile", None)
+    return [
+        [f"folded_dw{e}_tile{i}" for i in range(len(kernel_blocks(k, tile)))] if tile and k > tile else []
+        for e, k in enumerate(bank.kernel_sizes)
+    ]
 
 
 def _held(bank) -> FoldedExperts:
     b, e_all = bank._buffers, range(bank.num_experts)
     held = [(b[f"folded_dwb{e}"], b[f"folded_pw{e}"]) for e in e_all]
-    return FoldedExperts([b[f"folded_dw{e}"] for e in e_all], *(b[name] for name in FOLDED), held)
+    blocks = [[b[n] for n in names] or None for names in _tile_names(bank)]
+    return FoldedExperts([b[f"folded_dw{e}"] for e in e_all], *(b[name] for name in FOLDED), held, blocks)
