@@ -141,6 +141,52 @@ def test_quantized_format_runs_in_its_own_runtime_and_follows_the_routing(
     assert len(results) == 1 and results[0].boxes is not None
 
 
+@pytest.mark.tensorflow  # amd-quark pins onnx <= 1.22: it lives in the TensorFlow environment
+def test_xilinx_model_picks_the_experts_pytorch_picks_with_its_routing_in_float(
+    probe, tmp_path, monkeypatch, shapes_yaml
+):
+    """VINT8 (8-bit activations, power-of-two scales) moves the output more than a wrong route does: the
+    same backbone without ES-MoE (nomoe-n) was 0.2-0.35 of the range off at most, 0.0007-0.0018 on
+    average, and the output-distance test of the QNN format cannot tell routes apart. So the route is
+    read where it is decided: the quantized graph's TopK outputs must be PyTorch's experts, in every
+    layer, for both inputs (which take different experts everywhere), with the gate in float."""
+    import onnx
+    import onnxruntime as ort
+    from ultralytics.nn.autobackend import AutoBackend
+
+    _needs("xilinx")
+    model, xa, xb = probe
+    monkeypatch.chdir(tmp_path)
+    path = model.export(format="xilinx", imgsz=64, data=str(shapes_yaml))
+    quantized = onnx.load(str(next(tmp_path.glob("*_xilinx_model/*.onnx"))))
+    graph = quantized.graph
+    producer = {out: n for n in graph.node for out in n.output}
+    topk = [n for n in graph.node if n.op_type == "TopK"]
+    assert len(topk) == 3 and sum(n.op_type == "QuantizeLinear" for n in graph.node) > 100  # quantized, 3 gates
+    gate = [n for n in graph.node if "/router/" in n.name and n.op_type != "GlobalAveragePool"]
+    assert len(gate) >= 3 * 4  # per layer at least its layers, activation, logits and TopK
+    for n in gate:  # the gate computes in float from its pooled input on: no dequantized input, weights included
+        assert all(producer[i].op_type != "DequantizeLinear" for i in n.input if i in producer), n.name
+    for n in topk:
+        graph.output.append(onnx.helper.make_tensor_value_info(n.output[1], onnx.TensorProto.INT64, None))
+    session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+    backend = AutoBackend(path, device=torch.device("cpu"), verbose=False)
+    net = model.model.float().eval()
+    blocks = [b for b in net.modules() if isinstance(b, ESMoE)]
+    for x in (xa, xb):
+        with torch.no_grad():
+            ref = net(x)[0]
+        wanted = [sorted(b.last_routing.indices[0].tolist()) for b in blocks]
+        chosen = session.run([n.output[1] for n in topk], {session.get_inputs()[0].name: x.numpy()})
+        assert [sorted(c.reshape(-1).tolist()) for c in chosen] == wanted
+        got = _raw(backend, x)
+        assert got.shape == ref.shape
+        assert (got - ref).abs().mean() <= 0.01 * ref.abs().max()  # measured 0.0008-0.0035
+    image = sorted((shapes_yaml.parent / "images" / "val").glob("*.jpg"))[0]
+    results = YOLOMaster(path).predict(str(image), imgsz=64, verbose=False)
+    assert len(results) == 1 and results[0].boxes is not None
+
+
 def test_a_quantized_format_without_calibration_images_is_one_line(tmp_path):
     fmt = next(f for f, spec in FORMATS.items() if spec.quantized)
     proc = run_cli("export", "model=n.yaml", f"format={fmt}", "imgsz=64", cwd=tmp_path)

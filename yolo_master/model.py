@@ -139,6 +139,7 @@ class YOLOMaster(Model):
             remove_stale_qnn_context,
             report_placement,
             traced_strategy,
+            xilinx_routing_in_float,
         )
         from .nn import HiMoE, moe_layers
 
@@ -171,6 +172,7 @@ class YOLOMaster(Model):
             traced_strategy(self.model, chosen, comparisons, spec.depthwise_tile if spec else None),
             offline_onnx2tf_sample(fmt),
             deepx_compiler_in_a_child(fmt),
+            xilinx_routing_in_float(fmt),
         ):
             exported = super().export(**kwargs)
         check_converted(fmt, exported)

@@ -74,9 +74,10 @@ def check_output(out: str | Path, source: str | Path, exist_ok: bool, source_nam
 
 def check_exported_folder(folder: str | Path) -> None:
     """An exported model folder (``*_openvino_model/`` and the like) must keep the ``metadata.yaml`` that
-    export writes beside the model: without it Ultralytics guesses the task, names and image size."""
+    export writes beside the model: without it Ultralytics guesses the task, names and image size. An ONNX
+    model in the folder (``*_xilinx_model/``) carries that metadata itself."""
     folder = Path(folder)
-    if not (folder / "metadata.yaml").is_file():
+    if not (folder / "metadata.yaml").is_file() and not any(folder.glob("*.onnx")):
         raise ValueProblem(
             f"'{folder}' has no metadata.yaml (the task, class names, image size and batch that export writes "
             "beside the model): copy it back from the export, or export again"

@@ -172,6 +172,19 @@ FORMATS.update(
     }
 )
 
+FORMATS["xilinx"] = ExportFormat(
+    "dense",
+    "AMD Quark quantizes the static-shape graph to VINT8 for the Vitis AI NPU; the gate and its top-K stay in float "
+    "(as Ultralytics keeps the head), so int8 rounding does not pick the experts",
+    ("quark",),
+    "pip install 'yolo-master[xilinx]' in the TensorFlow environment (amd-quark pins onnx <= 1.22; from a checkout: "
+    "bash scripts/setup_tensorflow.sh)",
+    runtime="quantized graph run in ONNX Runtime (the NPU compile needs AMD's Vitis AI execution provider)",
+    own_environment=True,
+    opset=17,  # what Ultralytics' xilinx export uses (AMD-validated for YOLO)
+    quantized=True,
+)
+
 UNAVAILABLE: dict[str, str] = {
     "edgetpu": "it needs Google's Edge TPU compiler (a download, not on the package index) and int8 calibration "
     "images from the internet",
@@ -180,9 +193,6 @@ UNAVAILABLE: dict[str, str] = {
     "axelera": "its compiler comes from Axelera's own package index",
     "hailo": "the Hailo SDK is a registered download, not on the package index",
     "ascend": "it needs Huawei's CANN atc compiler",
-    "xilinx": "amd-quark quantizes the routing itself to int8 (Ultralytics keeps only the head in float): in a try "
-    "here the gate's calibration failed and the output was no closer to its own route than to another's; "
-    "export format=onnx instead",
 }
 
 

@@ -123,6 +123,44 @@ def deepx_compiler_in_a_child(fmt: str):
         yield
 
 
+WEIGHT_OPS = ("TopK", "ScatterElements", "GatherElements", "Gather", "Reshape")  # the top-K weights, per expert
+
+
+def routing_nodes(onnx_file: str | Path) -> list[str]:
+    """The ONNX nodes that compute the routing of every ES-MoE layer: the gate (``/model.N/router/...``)
+    and, in the layers that hold a TopK, the top-K weights scattered, gathered and reshaped per expert."""
+    import onnx
+
+    nodes = onnx.load(str(onnx_file), load_external_data=False).graph.node
+
+    def layer(name: str) -> str:
+        return name.split("/")[1] if name.count("/") > 1 else ""
+
+    routed = {layer(n.name) for n in nodes if n.op_type == "TopK"} - {""}
+    return [n.name for n in nodes if layer(n.name) in routed and ("/router/" in n.name or n.op_type in WEIGHT_OPS)]
+
+
+@contextmanager
+def xilinx_routing_in_float(fmt: str):
+    """Keep the routing out of AMD Quark's VINT8 quantization (Ultralytics' ``format=xilinx`` excludes only the
+    head): an int8 gate's close scores would pick experts by rounding. The NPU runs float nodes in bf16."""
+    if fmt != "xilinx":
+        yield
+        return
+    from quark.onnx import ModelQuantizer
+
+    quantize = ModelQuantizer.quantize_model
+
+    def quantize_model(self, model_input, *args, **kwargs):
+        routing = routing_nodes(model_input)
+        LOGGER.info(f"yolo-master export: format=xilinx: {len(routing)} routing nodes kept in float")
+        self.config.nodes_to_exclude = [*self.config.nodes_to_exclude, *routing]
+        return quantize(self, model_input, *args, **kwargs)
+
+    with patched_attribute(ModelQuantizer, "quantize_model", quantize_model):
+        yield
+
+
 ONNX2TF_SAMPLE = Path("calibration_image_sample_data_20x128x128x3_float32.npy")
 
 
