@@ -35,6 +35,8 @@ def time_backend(path: str, imgsz: int, threads: int, runs: int) -> float:
     import torch
     from ultralytics.nn.autobackend import AutoBackend
 
+    import yolo_master  # noqa: F401  as predict runs it: OpenVINO compiles float32 IRs in float32, not bfloat16
+
     torch.set_num_threads(threads)
     backend = AutoBackend(path, device=torch.device("cpu"), verbose=False)
     x = torch.rand(1, 3, imgsz, imgsz)

@@ -317,3 +317,32 @@ def test_unavailable_format_says_why_in_one_line_with_usage_status(fmt, tmp_path
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(errors) == 1 and f"format={fmt} is not available for ES-MoE models: {UNAVAILABLE[fmt][:30]}" in errors[0]
+
+
+def test_deepx_export_without_the_disk_its_compiler_needs_is_one_line(tmp_path, monkeypatch, shapes_yaml):
+    """dx-com stops below 8 GB free (found when a CI run's disk filled: "failed with exit status 1")."""
+    _needs("deepx")
+    import shutil
+
+    from yolo_master.export import prepare
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        prepare.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100 * 2**30, 99 * 2**30, 2**30)
+    )
+    with pytest.raises(
+        RuntimeError, match=r"format=deepx: DEEPX's compiler \(dx-com\) needs 8 GB of free disk; .* 1.0 GB"
+    ):
+        YOLOMaster("n.yaml").export(format="deepx", imgsz=64, data=str(shapes_yaml))
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_deepx_compiler_failure_says_what_the_compiler_said():
+    _needs("deepx")
+    import dx_com
+
+    from yolo_master.export.prepare import deepx_compiler_in_a_child
+
+    with deepx_compiler_in_a_child("deepx"), pytest.raises(RuntimeError) as failed:
+        dx_com.compile(model="/nonexistent/model.onnx", output_dir="/nonexistent/out")
+    assert "failed with exit status 1: " in str(failed.value) and "/nonexistent/model.onnx" in str(failed.value)

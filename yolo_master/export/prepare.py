@@ -7,6 +7,7 @@ block for the duration of an export and refuses combinations that cannot work, w
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -113,14 +114,41 @@ def deepx_compiler_in_a_child(fmt: str):
         return
     import dx_com
 
+    check_deepx_disk()
+
     def compile_in_a_child(**kwargs):
         code = "import json, sys, dx_com; dx_com.compile(**json.loads(sys.argv[1]))"
-        status = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)]).returncode
-        if status != 0:
-            raise RuntimeError(f"DEEPX's compiler (dx-com) failed with exit status {status}")
+        args = [sys.executable, "-c", code, json.dumps(kwargs)]
+        errors, last = [], ""
+        with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
+            for line in child.stdout:  # shown as it comes (progress bars); what it says last is kept for the error
+                sys.stdout.write(line)
+                last = line.strip() or last
+                if "[ERROR] - " in line and not line.rstrip().endswith("="):
+                    errors.append(line.split("[ERROR] - ", 1)[1].strip())
+        if child.returncode != 0:  # its own error line, else the last line (a Python exception's message)
+            why = errors[-1] if errors else last
+            raise RuntimeError(f"DEEPX's compiler (dx-com) failed with exit status {child.returncode}: {why}")
 
     with patched_attribute(dx_com, "compile", compile_in_a_child):
         yield
+
+
+DEEPX_FREE_DISK_GB = 8  # dx-com 2.5 stops before compiling below this ("Requires available disk size higher than 8")
+
+
+def check_deepx_disk(folder: str | Path = ".") -> None:
+    """DEEPX's compiler needs ``DEEPX_FREE_DISK_GB`` free (in the working directory and the temporary one):
+    say so before exporting, not as an exit status from deep inside it."""
+    import tempfile
+
+    places = {Path(folder).resolve(), Path(tempfile.gettempdir()).resolve()}
+    free, where = min((shutil.disk_usage(p).free / 2**30, p) for p in places)
+    if free < DEEPX_FREE_DISK_GB:
+        raise RuntimeError(
+            f"format=deepx: DEEPX's compiler (dx-com) needs {DEEPX_FREE_DISK_GB} GB of free disk; {where} has "
+            f"{free:.1f} GB: free some space and export again"
+        )
 
 
 WEIGHT_OPS = ("TopK", "ScatterElements", "GatherElements", "Gather", "Reshape")  # the top-K weights, per expert

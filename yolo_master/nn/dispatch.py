@@ -65,14 +65,16 @@ def run_select(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torc
 
 
 def run_grouped(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Each expert runs on exactly the samples that routed to it; results are added back in place."""
+    """Each expert runs on exactly the samples that routed to it; results are added back in place
+    (``index_add_``: one output buffer, not a copy per expert; autograd records it as it does ``index_add``)."""
     out = x.new_zeros(x.shape[0], bank.c2, x.shape[2], x.shape[3])
     for e in torch.unique(indices).tolist():
         rows, slots = ((indices == e) & (weights != 0)).nonzero(as_tuple=True)
         if rows.numel() == 0:
             continue
-        y = bank.expert(e, x[rows]) * weights[rows, slots].view(-1, 1, 1, 1).to(x.dtype)
-        out = out.index_add(0, rows, y)
+        xe = x if rows.numel() == x.shape[0] else x[rows]  # every sample, in order: no gathered copy
+        y = bank.expert(e, xe) * weights[rows, slots].view(-1, 1, 1, 1).to(x.dtype)
+        out.index_add_(0, rows, y)
     return norm(out)
 
 
