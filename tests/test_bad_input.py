@@ -172,6 +172,8 @@ ERRORS = [
     (["benchmark", "model=n.yaml", "device=cpu"], "benchmark takes"),
     (["benchmark", "model=n.yaml", "threads=two"], "'threads=two' must be an integer"),
     (["benchmark", "model=n.yaml", "warmup=-1"], "warmup >= 0"),
+    (["benchmark", "model=n.yaml", "rounds=0"], "rounds must be >= 1"),
+    (["benchmark", "model=n.yaml", "rounds=x"], "'rounds=x' must be an integer"),
     (["info", "model=nope.yaml"], "unknown model 'nope.yaml'"),
     (["info", "model=yolo-master-q.yaml"], "valid names: yolo-master-n.yaml"),
     (["info", "model=q"], "unknown model 'q'"),

@@ -225,12 +225,17 @@ def test_benchmark_cli_writes_a_table_with_ratios(tmp_path):
         "imgsz=64",
         "runs=2",
         "warmup=1",
+        "rounds=2",
         f"project={tmp_path}",
         "name=bench",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (tmp_path / "bench" / "benchmark.md").read_text()
+    assert "fastest of 2 interleaved rounds" in table
+    log = proc.stdout + proc.stderr
+    for what in ("ORT CPU", "OpenVINO CPU", "torch eager CPU", "training step"):  # every cell timed in both rounds
+        assert sum(f"yolo12n.yaml {what}" in line and "(round 2 of 2)" in line for line in log.splitlines()) == 1
     rows = [line for line in table.splitlines() if line.startswith("| n.yaml") or line.startswith("| yolo12n")]
     # ratios of torch, ONNX Runtime, OpenVINO and the training step
     assert len(rows) == 2 and rows[0].count("| 1.00x |") == 4 and "n/a (no GPU/TensorRT)" in rows[0]

@@ -175,7 +175,7 @@ def _tensorrt_ms(model, imgsz: int, batch: int, runs: int, warmup: int) -> float
     return latency(run, warmup, runs)[0]
 
 
-def format_table(rows: list[dict], imgsz: int, batch: int, runs: int, threads: int) -> str:
+def format_table(rows: list[dict], imgsz: int, batch: int, runs: int, threads: int, rounds: int = 1) -> str:
     """Markdown table with ratios against the first row."""
     first = rows[0]
 
@@ -186,7 +186,9 @@ def format_table(rows: list[dict], imgsz: int, batch: int, runs: int, threads: i
         return f"{row[key]:.1f} / {row[key.replace('_ms', '_p90')]:.1f}" if row.get(key) else "n/a"
 
     lines = [
-        f"batch {batch}, {imgsz}x{imgsz}, {threads} CPU threads, median / p90 of {runs} runs; each exported model "
+        f"batch {batch}, {imgsz}x{imgsz}, {threads} CPU threads, median / p90 of {runs} runs"
+        + (f", fastest of {rounds} interleaved rounds" if rounds > 1 else "")
+        + "; each exported model "
         f"timed in its own process; torch {torch.__version__}; ratios vs {first['model']}",
         "",
         "| model | params (M) | active (M) | GFLOPs | torch CPU ms | ratio | ORT CPU ms | ratio | OpenVINO CPU ms "
@@ -203,6 +205,15 @@ def format_table(rows: list[dict], imgsz: int, batch: int, runs: int, threads: i
     return "\n".join(lines)
 
 
+def _keep_fastest(row: dict, key: str, timed: tuple[float | None, float | None]) -> None:
+    """Store ``(median, p90)`` as ``row[key_ms]`` / ``row[key_p90]`` unless an earlier round's median was lower."""
+    median, p90 = timed
+    if median is not None and (row.get(f"{key}_ms") is None or median < row[f"{key}_ms"]):
+        row[f"{key}_ms"], row[f"{key}_p90"] = median, p90
+    row.setdefault(f"{key}_ms", None)
+    row.setdefault(f"{key}_p90", None)
+
+
 def benchmark(
     models: list[str],
     imgsz: int = 640,
@@ -212,17 +223,22 @@ def benchmark(
     threads: int | None = None,
     project: str | None = None,
     name: str = "benchmark",
+    rounds: int = 1,
 ) -> tuple[str, Path]:
     """Measure ``models`` side by side; returns the table and the run directory it was written to.
 
     ``threads`` (default: every CPU core) is used by torch and ONNX Runtime alike; Ultralytics sets
-    ``OMP_NUM_THREADS=1`` for training, which would otherwise leave torch on one thread.
+    ``OMP_NUM_THREADS=1`` for training, which would otherwise leave torch on one thread. ``rounds``:
+    every measurement is repeated in that many interleaved rounds and each cell keeps its fastest round
+    (a machine's drift then lands on every model alike, not on whichever ran during it).
     """
     from ultralytics.utils import RUNS_DIR
     from ultralytics.utils.files import increment_path
 
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got rounds={rounds}")
     out_dir = increment_path(Path(project or RUNS_DIR / "benchmark") / name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     from ultralytics.utils import LOGGER
@@ -230,27 +246,38 @@ def benchmark(
     threads = threads or os.cpu_count() or 1
     prepared = [prepare(m, imgsz, batch, out_dir) for m in models]
     x = torch.rand(batch, 3, imgsz, imgsz)
-    for row, _ in prepared:
-        for key, (fmt, header) in RUNTIME_COLUMNS.items():
-            if fmt in row:
-                LOGGER.info(f"benchmark: {row['model']} {header[:-3]}, {threads} threads, {runs} runs")
-                row[f"{key}_ms"], row[f"{key}_p90"], _ = timing.time_in_own_process(row[fmt], threads, warmup, runs)
+    of_round = f" (round {{}} of {rounds})" if rounds > 1 else ""
+    for r in range(1, rounds + 1):
+        for row, _ in prepared:
+            for key, (fmt, header) in RUNTIME_COLUMNS.items():
+                if fmt in row:
+                    LOGGER.info(
+                        f"benchmark: {row['model']} {header[:-3]}, {threads} threads, {runs} runs" + of_round.format(r)
+                    )
+                    timed = timing.time_in_own_process(row[fmt], threads, warmup, runs)[:2]
+                    _keep_fastest(row, key, timed)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for row, model in prepared:
-            LOGGER.info(f"benchmark: {row['model']} torch eager CPU, {threads} threads, {runs} runs")
-            row["torch_ms"], row["torch_p90"] = time_torch(model, x, runs, warmup)
         steps, step_warmup = max(runs // 10, 2), min(warmup, 2)  # a training step costs ~10 inferences
-        for row, model in prepared:
-            LOGGER.info(f"benchmark: {row['model']} training step (batch {TRAIN_STEP[0]}, {TRAIN_STEP[1]} px)")
-            row["train_ms"], row["train_p90"] = time_train_step(model, steps, step_warmup) or (None, None)
+        for r in range(1, rounds + 1):
+            for row, model in prepared:
+                LOGGER.info(
+                    f"benchmark: {row['model']} torch eager CPU, {threads} threads, {runs} runs" + of_round.format(r)
+                )
+                _keep_fastest(row, "torch", time_torch(model, x, runs, warmup))
+            for row, model in prepared:
+                LOGGER.info(
+                    f"benchmark: {row['model']} training step (batch {TRAIN_STEP[0]}, {TRAIN_STEP[1]} px)"
+                    + of_round.format(r)
+                )
+                _keep_fastest(row, "train", time_train_step(model, steps, step_warmup) or (None, None))
     finally:
         torch.set_num_threads(previous)
     for row, model in prepared:
         row["trt_fp16_ms"] = _tensorrt_ms(model, imgsz, batch, runs, warmup)
     rows = [{k: v for k, v in row.items() if k not in {"onnx", "openvino"}} for row, _ in prepared]
-    table = format_table(rows, imgsz, batch, runs, threads)
+    table = format_table(rows, imgsz, batch, runs, threads, rounds)
     (out_dir / "benchmark.md").write_text(table + "\n")
     with (out_dir / "benchmark.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -137,7 +137,7 @@ def parse_args(argv: list[str]) -> dict:
 
 MODE_KEYS = {
     "export": {"strategy"},
-    "benchmark": {"compare", "runs", "warmup", "threads"},
+    "benchmark": {"compare", "runs", "warmup", "threads", "rounds"},
     "upcycle": {"to", "experts", "split", "layout", "out"},
     "convert": {"out", "top_k"},
 }  # our keys beyond Ultralytics' (train's come from engine.hyp)
@@ -195,7 +195,7 @@ def check_values(mode: str, args: dict) -> None:
 # Modes of ours that take only some keys (the others pass everything on to Ultralytics).
 MODE_ONLY = {
     "routes": {"model", "source", "imgsz", "project", "name"},
-    "benchmark": {"model", "compare", "imgsz", "batch", "runs", "warmup", "threads", "project", "name"},
+    "benchmark": {"model", "compare", "imgsz", "batch", "runs", "warmup", "threads", "rounds", "project", "name"},
     "upcycle": {"model", "to", "experts", "split", "layout", "out", "seed", "exist_ok"},
     "convert": {"model", "out", "top_k", "exist_ok"},
 }
@@ -252,7 +252,7 @@ def run_benchmark(args: dict):
 
     models = [str(args.pop("model", "yolo-master-n.yaml"))]
     models += [m for m in str(args.pop("compare", "")).split(",") if m]
-    for key in ("runs", "warmup", "imgsz", "batch", "threads"):
+    for key in ("runs", "warmup", "imgsz", "batch", "threads", "rounds"):
         if key in args and (isinstance(args[key], bool) or not isinstance(args[key], int)):
             raise UsageError(f"'{key}={args[key]}' must be an integer")
     from .validate import check_batch, image_size
@@ -332,7 +332,7 @@ def help_text(mode: str | None = None) -> str:
         "export": f"\n  format=...     for ES-MoE models: {_export_formats()}"
         f"\n  strategy=...   ES-MoE graph: {_export_strategies()}",
         "benchmark": "\n  compare=a.yaml,b.yaml  models to measure beside model=\n  runs=100 warmup=10     timed and "
-        "warm-up runs per runtime",
+        "warm-up runs per runtime\n  rounds=1               interleaved rounds; each cell keeps its fastest",
         "convert": "\n  out=x.pt       output (default: <model>-native.pt, or <model>-top<K>.pt)"
         "\n  top_k=2        run K of each ES-MoE layer's experts (same weights; fine-tune it next)"
         "\n  exist_ok=True  replace an existing out=",
