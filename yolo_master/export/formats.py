@@ -37,7 +37,9 @@ class ExportFormat(NamedTuple):
             environment of their own (``scripts/setup_tensorflow.sh``, where ``scripts/test.sh`` tests them).
         opset: the ONNX opset its converter needs (``None``: Ultralytics' default).
         quantized: the format is always quantized, so export calibrates on ``data=`` images and parity is
-            within quantization error (tested as: closer to the right route's output than to a wrong one's).
+            within quantization error (tested as: closer to the right route's output than to a wrong one's;
+            for xilinx, whose 8-bit activations move the output more than a wrong route does, by the experts
+            its graph's TopK picks).
         depthwise_tile: its runtime is slow on depthwise kernels above this size, so the experts' larger
             kernels are exported as sums of convolutions by blocks of at most this size (``nn/depthwise.py``).
     """
