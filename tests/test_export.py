@@ -76,9 +76,6 @@ def test_graph_content_per_strategy(tmp_path, strategy):
 def test_tiled_depthwise_export_is_exact_and_has_no_kernel_above_the_tile(tmp_path, strategy):
     """``ExportFormat.depthwise_tile`` (LiteRT, ExecuTorch): the 7x7 and 9x9 experts exported as sums of
     convolutions by blocks of at most 5x5; the same function, every block a constant weight."""
-    import onnx
-    from onnx import numpy_helper
-
     from yolo_master.export.prepare import traced_strategy
 
     torch.manual_seed(0)
@@ -95,15 +92,10 @@ def test_tiled_depthwise_export_is_exact_and_has_no_kernel_above_the_tile(tmp_pa
         with traced_strategy(block, strategy, depthwise_tile=5):
             _export_block(block, x, path)
         assert np.abs(_run(path, x.numpy()) - ref).max() <= 1e-4, combo
-        graph = onnx.load(str(path)).graph
-        constants = {t.name: numpy_helper.to_array(t).shape for t in graph.initializer}
-        for node in graph.node:
-            if node.op_type == "Constant":
-                constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t).shape
-        kernels = [constants[n.input[1]] for n in graph.node if n.op_type == "Conv" and n.input[1] in constants]
-        depthwise = [s for s in kernels if s[1] == 1 and s[2] > 1]
+        report = inspect_onnx(path)
+        depthwise = [s for s in report.constant_conv_shapes if s[1] == 1 and s[2] > 1]
         assert depthwise and max(max(s[2:]) for s in depthwise) == 5, strategy
-        assert len(kernels) == sum(n.op_type == "Conv" for n in graph.node)  # every block a constant
+        assert report.dynamic_weight_convs == 0  # every block a constant
     assert block.strategy == "auto" and block.experts.depthwise_tile is None
     assert not [n for n in block.experts._buffers if "tile" in n]  # nothing left behind after the export
 

@@ -181,7 +181,7 @@ def test_xilinx_model_picks_the_experts_pytorch_picks_with_its_routing_in_float(
         assert [sorted(c.reshape(-1).tolist()) for c in chosen] == wanted
         got = _raw(backend, x)
         assert got.shape == ref.shape
-        assert (got - ref).abs().mean() <= 0.01 * ref.abs().max()  # measured 0.0008-0.0035
+        assert (got - ref).abs().mean() <= 0.01 * ref.abs().max()  # measured 0.0014-0.0035
     image = sorted((shapes_yaml.parent / "images" / "val").glob("*.jpg"))[0]
     results = YOLOMaster(path).predict(str(image), imgsz=64, verbose=False)
     assert len(results) == 1 and results[0].boxes is not None

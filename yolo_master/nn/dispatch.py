@@ -94,7 +94,7 @@ def _static_depthwise(bank, f, e: int, x: torch.Tensor) -> torch.Tensor:
     """Folded expert ``e``'s depthwise convolution in a graph strategy (tiled where the export asks)."""
     depthwise, dw_bias, _ = f.kernels(e)
     tile = getattr(bank, "depthwise_tile", None)
-    return depthwise_conv2d(x, depthwise, False, dw_bias, tile, f.depthwise_blocks(e))
+    return depthwise_conv2d(x, depthwise, fft_backward=False, bias=dw_bias, tile=tile, blocks=f.depthwise_blocks(e))
 
 
 def run_static(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -104,25 +104,27 @@ def folded_once(blocks):
                     bank.register_buffer(f"{name}{e}", t.detach().clone(), persistent=False)
             for name, t in zip(FOLDED, folded[1:4]):
                 bank.register_buffer(name, t.detach().clone(), persistent=False)
-            for e, names in enumerate(_tile_names(bank)):
-                blocks = kernel_blocks(bank.kernel_sizes[e], bank.depthwise_tile) if names else []
-                for (r0, r1, c0, c1), name in zip(blocks, names):
+            for e, tiles in enumerate(_tiles(bank)):
+                for name, (r0, r1, c0, c1) in tiles:
                     block = folded.depthwise[e][..., r0:r1, c0:c1].detach().clone()
                     bank.register_buffer(name, block, persistent=False)
             banks.append(bank)
         yield
     finally:
         for bank in banks:
-            tiles = [n for names in _tile_names(bank) for n in names]
+            tiles = [name for expert in _tiles(bank) for name, _ in expert]
             for name in [*FOLDED, *(f"{n}{e}" for n in _PER_EXPERT for e in range(bank.num_experts)), *tiles]:
                 bank._buffers.pop(name, None)
 
 
-def _tile_names(bank) -> list[list[str]]:
-    """Per expert, the buffer names of its depthwise kernel's tiles (none for kernels within the tile)."""
+def _tiles(bank) -> list[list[tuple[str, tuple[int, int, int, int]]]]:
+    """Per expert, its depthwise kernel's tiles as (buffer name, block of ``depthwise.kernel_blocks``); none
+    for kernels within the export's tile size."""
     tile = getattr(bank, "depthwise_tile", None)
     return [
-        [f"folded_dw{e}_tile{i}" for i in range(len(kernel_blocks(k, tile)))] if tile and k > tile else []
+        [(f"folded_dw{e}_tile{i}", block) for i, block in enumerate(kernel_blocks(k, tile))]
+        if tile and k > tile
+        else []
         for e, k in enumerate(bank.kernel_sizes)
     ]
 
@@ -130,5 +132,5 @@ def _tile_names(bank) -> list[list[str]]:
 def _held(bank) -> FoldedExperts:
     b, e_all = bank._buffers, range(bank.num_experts)
     held = [(b[f"folded_dwb{e}"], b[f"folded_pw{e}"]) for e in e_all]
-    blocks = [[b[n] for n in names] or None for names in _tile_names(bank)]
+    blocks = [[b[name] for name, _ in tiles] or None for tiles in _tiles(bank)]
     return FoldedExperts([b[f"folded_dw{e}"] for e in e_all], *(b[name] for name in FOLDED), held, blocks)
