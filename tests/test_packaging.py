@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -147,6 +148,28 @@ def test_training_step_benchmark_script_compares_backwards_and_peers(tmp_path):
     assert [r[0].strip() for r in rows] == ["n.yaml", "n.yaml (plain backward)", "yolo12n.yaml"]
     assert rows[0][2].strip() == "1.00x" and rows[2][3].strip() == "1.00x"
     assert all(float(r[1]) > 0 for r in rows)
+
+
+def test_moe_budget_script_splits_latency_and_derives_the_rate_a_target_needs(tmp_path):
+    out = tmp_path / "budget.md"
+    cmd = [sys.executable, str(REPO / "scripts" / "moe_budget.py"), "--imgsz", "64", "--runs", "2", "--warmup", "0"]
+    cmd_out = [*cmd, "--rounds", "1", "--targets", "onnx=3", "--out", str(out)]
+    proc = subprocess.run(cmd_out, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    moe_gflops = float(re.search(r"ES-MoE blocks ([\d.]+) GFLOPs", text).group(1))
+    assert moe_gflops > 0
+    rows = {r[0].strip(): [c.strip() for c in r[1:]] for r in (line.split("|")[1:-1] for line in text.splitlines()[4:])}
+    assert list(rows) == (["ONNX Runtime", "OpenVINO"] if find_spec("openvino") else ["ONNX Runtime"])
+    peer, without, _, model, _, blocks, target, allowed, needed = rows["ONNX Runtime"][:9]
+    assert float(blocks) == pytest.approx(float(model) - float(without), abs=0.11)
+    assert target == "3.00x" and float(allowed) == pytest.approx(3 * float(peer) - float(without), abs=0.25)
+    if float(allowed) > 0:  # the blocks' FLOPs over the time the target leaves them
+        assert float(needed) == pytest.approx(moe_gflops / (float(allowed) / 1e3), rel=0.05)
+    if "OpenVINO" in rows:
+        assert rows["OpenVINO"][6] == "-"  # no target given for it
+    bad = subprocess.run([*cmd, "--targets", "tflite=1.1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "RUNTIME=RATIO" in bad.stderr
 
 
 @pytest.mark.tensorflow
