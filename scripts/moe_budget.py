@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from report import emit
 
-from yolo_master.benchmark import _keep_fastest, prepare
+from yolo_master.benchmark import keep_fastest, prepare
 from yolo_master.export import timing
 
 RUNTIMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
@@ -93,22 +93,29 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each model keeps its fastest")
     ap.add_argument("--out", type=Path, help="also write the table here")
     args = ap.parse_args(argv)
+    if min(args.rounds, args.runs, args.threads) < 1 or args.warmup < 0:
+        ap.error("--rounds, --runs and --threads must be >= 1 and --warmup >= 0")
     try:
         targets = parse_targets(args.targets)
     except ValueError as e:
         ap.error(str(e))
 
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [prepare(name, args.imgsz, 1, Path(tmp))[0] for name in (args.model, args.without, args.peer)]
+        try:
+            rows = [prepare(name, args.imgsz, 1, Path(tmp))[0] for name in (args.model, args.without, args.peer)]
+        except (FileNotFoundError, ValueError) as e:  # an unknown model name or a bad YAML: one line
+            ap.error(str(e).splitlines()[0])
         runtimes = [fmt for fmt in RUNTIMES if all(fmt in row for row in rows)]
         gemm = 0.0
         for _ in range(args.rounds):
             gemm = max(gemm, gemm_gflops(args.threads))  # in every round too: the machine's best moment
             for fmt in runtimes:
                 for row in rows:
-                    _keep_fastest(
-                        row, fmt, timing.time_in_own_process(row[fmt], args.threads, args.warmup, args.runs)[:2]
-                    )
+                    try:
+                        timed = timing.time_in_own_process(row[fmt], args.threads, args.warmup, args.runs)
+                    except RuntimeError as e:  # the child's last error line
+                        raise SystemExit(str(e)) from None
+                    keep_fastest(row, fmt, timed[:2])
     model, without, peer = rows
     moe_gflops = model["gflops"] - without["gflops"]
     lines = [

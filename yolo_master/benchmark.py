@@ -205,7 +205,7 @@ def format_table(rows: list[dict], imgsz: int, batch: int, runs: int, threads: i
     return "\n".join(lines)
 
 
-def _keep_fastest(row: dict, key: str, timed: tuple[float | None, float | None]) -> None:
+def keep_fastest(row: dict, key: str, timed: tuple[float | None, float | None]) -> None:
     """Store ``(median, p90)`` as ``row[key_ms]`` / ``row[key_p90]`` unless an earlier round's median was lower."""
     median, p90 = timed
     if median is not None and (row.get(f"{key}_ms") is None or median < row[f"{key}_ms"]):
@@ -255,7 +255,7 @@ def benchmark(
                         f"benchmark: {row['model']} {header[:-3]}, {threads} threads, {runs} runs" + of_round.format(r)
                     )
                     timed = timing.time_in_own_process(row[fmt], threads, warmup, runs)[:2]
-                    _keep_fastest(row, key, timed)
+                    keep_fastest(row, key, timed)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -265,13 +265,13 @@ def benchmark(
                 LOGGER.info(
                     f"benchmark: {row['model']} torch eager CPU, {threads} threads, {runs} runs" + of_round.format(r)
                 )
-                _keep_fastest(row, "torch", time_torch(model, x, runs, warmup))
+                keep_fastest(row, "torch", time_torch(model, x, runs, warmup))
             for row, model in prepared:
                 LOGGER.info(
                     f"benchmark: {row['model']} training step (batch {TRAIN_STEP[0]}, {TRAIN_STEP[1]} px)"
                     + of_round.format(r)
                 )
-                _keep_fastest(row, "train", time_train_step(model, steps, step_warmup) or (None, None))
+                keep_fastest(row, "train", time_train_step(model, steps, step_warmup) or (None, None))
     finally:
         torch.set_num_threads(previous)
     for row, model in prepared:
