@@ -173,6 +173,39 @@ def test_moe_budget_script_splits_latency_and_derives_the_rate_a_target_needs(tm
         assert bad.returncode == 2 and "Traceback" not in bad.stderr and says in bad.stderr, bad.stderr[-2000:]
 
 
+def test_profile_layers_script_splits_an_exported_model_by_layer_and_node(tmp_path, monkeypatch):
+    from yolo_master import YOLOMaster
+
+    monkeypatch.chdir(tmp_path)  # a model built from a YAML exports into the working directory
+    onnx_path = Path(YOLOMaster("n.yaml").export(format="onnx", imgsz=64)).resolve()
+    models = [onnx_path]
+    if find_spec("openvino"):
+        import openvino as ov
+
+        ov.save_model(ov.convert_model(str(onnx_path)), str(tmp_path / "ov" / "n.xml"), compress_to_fp16=False)
+        models.append(tmp_path / "ov")
+    script = [sys.executable, str(REPO / "scripts" / "profile_layers.py")]
+    for model in models:
+        per_layer = subprocess.run([*script, str(model), "--runs", "2"], capture_output=True, text=True, timeout=300)
+        assert per_layer.returncode == 0, per_layer.stderr[-3000:]
+        rows = [line.split("|")[1:-1] for line in per_layer.stdout.splitlines() if line.startswith("| ")][1:]
+        layers = {r[0].strip(): float(r[1]) for r in rows}
+        assert {"0", "3", "24", "all"} <= set(layers)  # the stem, the first ES-MoE block, the head
+        assert layers["all"] == pytest.approx(sum(v for k, v in layers.items() if k != "all"), abs=0.05 * len(layers))
+        nodes = subprocess.run(
+            [*script, str(model), "--layer", "3", "--runs", "2", "--top", "50"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert nodes.returncode == 0, nodes.stderr[-3000:]
+        names = [line.split("|")[1].strip() for line in nodes.stdout.splitlines() if line.startswith("| ")][1:-1]
+        assert names and all("model.3" in name for name in names)
+        assert any("TopK" in line for line in nodes.stdout.splitlines())  # the gate's choice is in the block
+    missing = subprocess.run([*script, str(tmp_path / "none.onnx")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr and "none.onnx" in missing.stderr
+
+
 @pytest.mark.tensorflow
 def test_litert_depthwise_script_times_each_kernel_in_litert_and_torch():
     if find_spec("litert_torch") is None:

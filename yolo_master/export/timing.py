@@ -38,6 +38,21 @@ def _static(dims: list[int | None]) -> list[int]:
     return [1 if i == 0 else 640 if d is None else d for i, d in enumerate(dims)]
 
 
+def _random(dims: list[int | None]) -> np.ndarray:
+    return np.random.default_rng(0).random(_static(dims), dtype=np.float32)
+
+
+def onnx_input(session) -> tuple[str, np.ndarray]:
+    """An ONNX Runtime session's first input name and a random float32 input of its static shape."""
+    inp = session.get_inputs()[0]
+    return inp.name, _random([d if isinstance(d, int) and d > 0 else None for d in inp.shape])
+
+
+def openvino_input(model) -> np.ndarray:
+    """A random float32 input of an OpenVINO model's first input shape (dynamic axes as for ONNX)."""
+    return _random([None if d.is_dynamic else d.get_length() for d in model.input(0).partial_shape])
+
+
 def time_onnx(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, float, list[int]]:
     """Median and p90 latency (ms) of one ONNX model with ONNX Runtime's CPU provider."""
     import onnxruntime as ort
@@ -46,10 +61,8 @@ def time_onnx(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, 
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    inp = session.get_inputs()[0]
-    shape = _static([d if isinstance(d, int) and d > 0 else None for d in inp.shape])
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    return (*latency(lambda: session.run(None, {inp.name: x}), warmup, runs), shape)
+    name, x = onnx_input(session)
+    return (*latency(lambda: session.run(None, {name: x}), warmup, runs), list(x.shape))
 
 
 def openvino_xml(path: Path) -> Path | None:
@@ -70,10 +83,9 @@ def time_openvino(path: Path, threads: int, warmup: int, runs: int) -> tuple[flo
     # bfloat16 on CPUs that have it, which would make timings incomparable between machines
     config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     compiled = core.compile_model(model, "CPU", config)
-    shape = _static([None if d.is_dynamic else d.get_length() for d in model.input(0).partial_shape])
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    x = openvino_input(model)
     request = compiled.create_infer_request()
-    return (*latency(lambda: request.infer({0: x}), warmup, runs), shape)
+    return (*latency(lambda: request.infer({0: x}), warmup, runs), list(x.shape))
 
 
 RUNTIMES = {"onnx": "ONNX Runtime CPU", "openvino": "OpenVINO CPU", "engine": "TensorRT"}
