@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 from report import emit
 
-from yolo_master.benchmark import keep_fastest, prepare
-from yolo_master.export import timing
+from yolo_master.benchmark import RUNTIME_COLUMNS, prepare, time_exported
 
 RUNTIMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
+COLUMN = {fmt: key for key, (fmt, _) in RUNTIME_COLUMNS.items()}  # format -> the timing's key in a row
 
 
 def gemm_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -109,13 +109,10 @@ def main(argv: list[str] | None = None) -> str:
         gemm = 0.0
         for _ in range(args.rounds):
             gemm = max(gemm, gemm_gflops(args.threads))  # in every round too: the machine's best moment
-            for fmt in runtimes:
-                for row in rows:
-                    try:
-                        timed = timing.time_in_own_process(row[fmt], args.threads, args.warmup, args.runs)
-                    except RuntimeError as e:  # the child's last error line
-                        raise SystemExit(str(e)) from None
-                    keep_fastest(row, fmt, timed[:2])
+            try:
+                time_exported(rows, args.threads, args.warmup, args.runs)
+            except RuntimeError as e:  # the child's last error line
+                raise SystemExit(str(e)) from None
     model, without, peer = rows
     moe_gflops = model["gflops"] - without["gflops"]
     lines = [
@@ -129,7 +126,7 @@ def main(argv: list[str] | None = None) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for fmt in runtimes:
-        p, w, m = (row[f"{fmt}_ms"] for row in (peer, without, model))
+        p, w, m = (row[f"{COLUMN[fmt]}_ms"] for row in (peer, without, model))
         target = targets.get(fmt)
         if target is None:
             tail = "| - | - | - | - | - |"

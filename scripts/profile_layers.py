@@ -17,7 +17,6 @@ lives in a process of its own. The README's per-node figures for the ES-MoE bloc
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import tempfile
@@ -26,24 +25,16 @@ from pathlib import Path
 
 from report import emit
 
-TIMING = Path(__file__).resolve().parents[1] / "yolo_master" / "export" / "timing.py"
+from yolo_master.export import timing
+
 LAYER = re.compile(r"model\.(\d+)\b")
 UNATTRIBUTED = "unattributed"
-
-
-def _timing():
-    """``export/timing.py`` loaded by path (shape and IR helpers; no torch needed)."""
-    spec = importlib.util.spec_from_file_location("yolo_master_timing", TIMING)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def onnxruntime_nodes(path: Path, threads: int, warmup: int, runs: int) -> dict[str, tuple[str, float]]:
     """Node name -> (operator, mean ms per run) from ONNX Runtime's profiler."""
     import onnxruntime as ort
 
-    timing = _timing()
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
@@ -67,7 +58,6 @@ def openvino_nodes(path: Path, threads: int, warmup: int, runs: int) -> dict[str
     """Node name -> (kernel, mean ms per run) from OpenVINO's per-node performance counters."""
     import openvino as ov
 
-    timing = _timing()
     core = ov.Core()
     model = core.read_model(str(timing.openvino_xml(path)))
     config = {
@@ -133,7 +123,7 @@ def main(argv: list[str] | None = None) -> str:
     a = ap.parse_args(argv)
     if min(a.runs, a.threads, a.top) < 1 or a.warmup < 0:
         ap.error("--runs, --threads and --top must be >= 1 and --warmup >= 0")
-    kind = _timing().runtime_of(a.model)
+    kind = timing.runtime_of(a.model)
     if kind not in {"onnx", "openvino"}:
         ap.error(f"'{a.model}' is not an existing .onnx file or OpenVINO model folder / .xml")
     profile = onnxruntime_nodes if kind == "onnx" else openvino_nodes

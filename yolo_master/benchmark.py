@@ -214,6 +214,22 @@ def keep_fastest(row: dict, key: str, timed: tuple[float | None, float | None]) 
     row.setdefault(f"{key}_p90", None)
 
 
+def time_exported(rows: list[dict], threads: int, warmup: int, runs: int, note: str = "") -> None:
+    """One round: every exported model of every row (``row["onnx"]``, ``row["openvino"]``) timed in a process of
+    its own, each cell of ``RUNTIME_COLUMNS`` keeping its fastest round (:func:`keep_fastest`).
+
+    Raises:
+        RuntimeError: a timing failed; the message is the child's last error line.
+    """
+    from ultralytics.utils import LOGGER
+
+    for row in rows:
+        for key, (fmt, header) in RUNTIME_COLUMNS.items():
+            if fmt in row:
+                LOGGER.info(f"benchmark: {row['model']} {header[:-3]}, {threads} threads, {runs} runs{note}")
+                keep_fastest(row, key, timing.time_in_own_process(row[fmt], threads, warmup, runs)[:2])
+
+
 def benchmark(
     models: list[str],
     imgsz: int = 640,
@@ -248,14 +264,7 @@ def benchmark(
     x = torch.rand(batch, 3, imgsz, imgsz)
     of_round = f" (round {{}} of {rounds})" if rounds > 1 else ""
     for r in range(1, rounds + 1):
-        for row, _ in prepared:
-            for key, (fmt, header) in RUNTIME_COLUMNS.items():
-                if fmt in row:
-                    LOGGER.info(
-                        f"benchmark: {row['model']} {header[:-3]}, {threads} threads, {runs} runs" + of_round.format(r)
-                    )
-                    timed = timing.time_in_own_process(row[fmt], threads, warmup, runs)[:2]
-                    keep_fastest(row, key, timed)
+        time_exported([row for row, _ in prepared], threads, warmup, runs, of_round.format(r))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
