@@ -253,7 +253,7 @@ def test_invalid_arguments_raise_a_readable_error(kwargs, match):
         ESMoE(8, 8, **kwargs)
 
 
-@pytest.mark.parametrize("strategy", ["slice", "gather", "branch"])
+@pytest.mark.parametrize("strategy", ["slice", "gather", "branch", "slots"])
 def test_graph_strategies_are_eval_only(strategy):
     block = ESMoE(8, 8, 4, 2, strategy=strategy).train()
     with pytest.raises(ValueError, match="eval / export only"):

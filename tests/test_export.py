@@ -70,6 +70,9 @@ def test_graph_content_per_strategy(tmp_path, strategy):
             assert "Conv" in then_ops and else_ops == ["Identity"]  # an untaken branch does no expert work
     if strategy == "slice":
         assert report.dynamic_weight_convs == 0 and not report.has("If") and report.has("Range")
+    if strategy == "slots":  # a depthwise and a pointwise convolution per slot, no data-dependent shape
+        assert report.dynamic_weight_convs == 2 * 2 and not report.has("If") and not report.has("Range")
+        assert len(report.constant_conv_shapes) == 2  # the gate's two; every expert weight is gathered
 
 
 @pytest.mark.parametrize("strategy", ["slice", "dense", "masked"])
@@ -112,7 +115,7 @@ def test_k_equal_e_exports_the_static_graph(tmp_path):
         assert np.abs(_run(path, x.numpy()) - block(x).numpy()).max() <= 1e-4
 
 
-@pytest.mark.parametrize("strategy", ["slice", "gather", "branch"])
+@pytest.mark.parametrize("strategy", ["slice", "gather", "branch", "slots"])
 def test_static_batch_is_unrolled_exactly(tmp_path, strategy):
     torch.manual_seed(1)
     block = ESMoE(8, 8, 3, 2, strategy=strategy).eval()

@@ -11,7 +11,7 @@ import torch
 from conftest import each_route_in_turn, run_cli
 
 from yolo_master import YOLOMaster
-from yolo_master.export.prepare import FORMAT_STRATEGY, export_strategy
+from yolo_master.export.prepare import FORMAT_STRATEGY, export_form, export_strategy
 
 ov = pytest.importorskip("openvino")
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ def _compiled(folder, name: str):
     return core.compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32"})
 
 
-@pytest.mark.parametrize("strategy", ["dense", "slice"])
+@pytest.mark.parametrize("strategy", ["slots", "dense", "slice"])
 def test_openvino_matches_pytorch_over_every_combination_of_every_layer(tmp_path, strategy):
     """Relative error <= 1e-4 in float32, every expert pair of every layer taking its turn."""
     from pathlib import Path
@@ -68,11 +68,15 @@ def test_half_precision_export_runs_close_to_float32(tmp_path):
     assert np.abs(half(x)[0] - ref).max() <= 1e-2 * np.abs(ref).max()
 
 
-def test_default_form_is_dense_routed_and_dynamic_batch_is_allowed_for_it():
-    assert FORMAT_STRATEGY["openvino"] == "dense"
+def test_default_form_is_sparse_slots_and_dynamic_batch_gets_the_dense_routed_form():
+    assert FORMAT_STRATEGY["openvino"] == "slots"
+    assert export_strategy("openvino", None, False, has_moe=True) == "slots"
     assert export_strategy("openvino", None, True, has_moe=True) == "dense"
-    with pytest.raises(ValueError, match="dynamic=True cannot trace the sparse 'slice'"):
-        export_strategy("openvino", "slice", True, has_moe=True)
+    assert "dynamic=True: the default slots graph unrolls a static batch" in export_form("openvino", "dense", True)
+    assert "strategy=dense was asked for" in export_form("openvino", "dense", False)
+    for asked in ("slice", "slots"):  # a sparse strategy asked for by name is refused with a dynamic batch
+        with pytest.raises(ValueError, match=f"dynamic=True cannot trace the sparse '{asked}'"):
+            export_strategy("openvino", asked, True, has_moe=True)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +120,7 @@ def test_export_help_lists_each_format_with_its_routing_form(capsys):
     assert main(["export", "--help"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("format="))
     assert "onnx (sparse: slice)" in line and "engine (sparse: gather)" in line
-    assert "openvino (dense-routed: dense)" in line and "ncnn (dense-routed: masked)" in line
+    assert "openvino (sparse: slots)" in line and "ncnn (dense-routed: masked)" in line
 
 
 def test_full_precision_exports_run_in_float32_where_the_cpu_would_pick_bfloat16(tmp_path, monkeypatch):

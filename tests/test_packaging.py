@@ -126,9 +126,9 @@ def test_block_benchmark_script_prints_every_strategy_and_k(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split("|")[2:5] for line in out.read_text().splitlines() if line.startswith("| 8x8x8")]
-    runtimes = {"eager": ("select", "grouped", "dense"), "onnxruntime": ("slice", "gather", "branch")}
+    runtimes = {"eager": ("select", "grouped", "dense"), "onnxruntime": ("slice", "gather", "branch", "slots")}
     if find_spec("openvino"):  # timed in a process of its own, like each runtime
-        runtimes["openvino"] = ("slice", "gather", "branch", "dense")
+        runtimes["openvino"] = ("slice", "gather", "branch", "slots", "dense")
     expected = [
         [f" {runtime} ", f" {'static (K=E)' if runtime != 'eager' and k == 4 else s} ", f" {k} "]
         for runtime, strategies in runtimes.items()

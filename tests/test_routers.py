@@ -32,7 +32,7 @@ ROUTERS = {  # the model YAML's `moe:` section -> what it selects
     "shared+variable": {"shared": True, "k_dist": list(P)},
     "capacity": {"capacity": 1.0},
 }
-GRAPH = ("slice", "gather", "branch")
+GRAPH = ("slice", "gather", "branch", "slots")
 
 
 def make_block(options: dict, seed: int = 0, e: int = 4, k: int = 2) -> ESMoE:

@@ -126,7 +126,8 @@ class YOLOMaster(Model):
         """Ultralytics ``export`` with the ES-MoE routing kept in the graph.
 
         Args:
-            strategy: ES-MoE graph strategy (``slice``, ``gather``, ``branch`` or ``dense``); default per format.
+            strategy: ES-MoE graph strategy (``slice``, ``gather``, ``branch``, ``slots``, ``dense`` or
+                ``masked``); default per format.
             **kwargs: Ultralytics export arguments (``format``, ``imgsz``, ``batch``, ``half``, ...).
         """
         from .export.formats import FORMATS
@@ -152,7 +153,7 @@ class YOLOMaster(Model):
         unrolled_dynamic = dynamic and any(m.strategies for m in layers)
         chosen = export_strategy(fmt, strategy, unrolled_dynamic, bool(layers))
         if chosen:
-            LOGGER.info(f"yolo-master export: format={fmt}: {export_form(fmt, chosen)}")
+            LOGGER.info(f"yolo-master export: format={fmt}: {export_form(fmt, chosen, unrolled_dynamic)}")
         spec = FORMATS.get(fmt)
         # without data (given or recorded in the checkpoint) Ultralytics downloads coco8: offline, a traceback
         if not kwargs.get("data") and not self.overrides.get("data"):

@@ -1,6 +1,6 @@
 """Every export format an ES-MoE model reaches, the routing form each one gets, and why.
 
-Two forms, one function. *Sparse* strategies (``slice``, ``gather``, ``branch``) run only the chosen
+Two forms, one function. *Sparse* strategies (``slice``, ``gather``, ``branch``, ``slots``) run only the chosen
 experts. *Dense-routed* ones (``dense``, ``masked``) keep the gate and the top-K choice in the graph,
 compute every expert and weight the unchosen ones by zero. A format gets the sparse form where its
 converter keeps it exact and its runtime runs it faster, a dense-routed one otherwise (README
@@ -42,6 +42,8 @@ class ExportFormat(NamedTuple):
             its graph's TopK picks).
         depthwise_tile: its runtime is slow on depthwise kernels above this size, so the experts' larger
             kernels are exported as sums of convolutions by blocks of at most this size (``nn/depthwise.py``).
+        dynamic_strategy: the dense-routed strategy traced instead of a sparse default when ``dynamic=True``
+            asks for a batch-free graph (the sparse graphs unroll a static batch); ``None``: refused in one line.
     """
 
     strategy: str
@@ -54,6 +56,7 @@ class ExportFormat(NamedTuple):
     opset: int | None = None
     quantized: bool = False
     depthwise_tile: int | None = None
+    dynamic_strategy: str | None = None
 
     @property
     def form(self) -> str:
@@ -87,10 +90,11 @@ FORMATS: dict[str, ExportFormat] = {
         runtime="GPU only (scripts/gpu_check.sh)",
     ),
     "openvino": ExportFormat(
-        "dense",
-        "OpenVINO's CPU plugin ran the dense-routed graph faster than every sparse one end to end",
+        "slots",
+        "OpenVINO's CPU plugin runs gathered-weight slots with static shapes fastest, faster than every expert",
         ("openvino",),
         _extra("openvino", "openvino"),
+        dynamic_strategy="dense",
     ),
     "mnn": ExportFormat(
         "slice",

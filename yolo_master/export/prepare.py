@@ -43,6 +43,8 @@ def export_strategy(fmt: str, strategy: str | None, dynamic: bool, has_moe: bool
             check_format(fmt)
         return None
     spec = check_format(fmt)
+    if strategy is None and dynamic and spec.dynamic_strategy:
+        strategy = spec.dynamic_strategy  # the sparse default unrolls a static batch
     strategy = strategy or spec.strategy
     if strategy not in EXPORT_STRATEGIES:
         raise ValueError(f"unknown export strategy '{strategy}': choose one of {', '.join(EXPORT_STRATEGIES)}")
@@ -54,13 +56,15 @@ def export_strategy(fmt: str, strategy: str | None, dynamic: bool, has_moe: bool
     return strategy
 
 
-def export_form(fmt: str, strategy: str) -> str:
+def export_form(fmt: str, strategy: str, dynamic: bool = False) -> str:
     """The line export logs: which routing form ``fmt`` gets and why."""
     spec, form = FORMATS.get(fmt), form_of(strategy)
     what = "only the chosen experts run"
     if form == DENSE_ROUTED:
         what = "every expert computed, the unchosen weighted by 0"
     why = spec.why if spec and strategy == spec.strategy else f"strategy={strategy} was asked for"
+    if spec and strategy == spec.dynamic_strategy and dynamic:
+        why = f"dynamic=True: the default {spec.strategy} graph unrolls a static batch, {strategy} does not"
     line = f"ES-MoE routing kept in the graph, {form} form ({strategy}: {what}): {why}"
     if spec and spec.depthwise_tile:
         t = spec.depthwise_tile

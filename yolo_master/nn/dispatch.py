@@ -24,6 +24,11 @@ no Loop or NonZero; the batch must be static, images are unrolled one by one whe
               whose weights are graph values. For runtimes without data-dependent shapes.
 - ``branch``  one ``If`` per expert and image around static-weight convolutions: only the taken
               branches run.
+- ``slots``   one slot per chosen expert, in ascending expert order, so that slot j can only hold
+              experts ``j .. E-K+j``: each slot gathers its kernel from those (zero-padded to the
+              largest of them only) and runs a depthwise and a pointwise convolution with
+              graph-valued weights on ``x`` itself. Static shapes and no layout change: what
+              OpenVINO's CPU plugin runs fastest.
 - ``masked``  dense-routed for converters without TopK, Gather, Scatter or comparisons (ncnn): the
               router's :meth:`masked` form gives a ``(B, E)`` weight matrix from arithmetic alone, and
               every expert runs with its weight (zero for the unchosen): the same function.
@@ -46,7 +51,7 @@ from .routers.base import is_exporting, is_tracing
 
 Strategy = Callable[..., torch.Tensor]
 EAGER_STRATEGIES = ("select", "grouped", "dense")  # training and eager inference
-GRAPH_STRATEGIES = ("slice", "gather", "branch")  # eval only, BatchNorms folded: what export traces
+GRAPH_STRATEGIES = ("slice", "gather", "branch", "slots")  # eval only, BatchNorms folded: what export traces
 # what `export strategy=` accepts; dense and masked compute every expert, the unchosen weighted by zero
 EXPORT_STRATEGIES = (*GRAPH_STRATEGIES, "dense", "masked")
 TRACE_DEFAULT = "slice"
@@ -196,6 +201,39 @@ def run_branch(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torc
     return out
 
 
+def _ascending_choice(dense: torch.Tensor, k: int) -> torch.Tensor:
+    """``k`` distinct experts in ascending index order: the chosen ones (nonzero weight), filled up with the
+    lowest unchosen indices where a router chose fewer (those run weighted by zero)."""
+    e_all = dense.shape[0]
+    key = (dense != 0).to(torch.int64) * (2 * e_all) + (e_all - torch.arange(e_all, device=dense.device))
+    return key.topk(k).indices.sort().values
+
+
+@_per_image
+def run_slots(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """K slots, one per chosen expert in ascending order; static shapes, gathered weights.
+
+    In ascending order the j-th of K experts can only be one of ``j .. E-K+j``, so slot j gathers its
+    depthwise kernel from those experts' kernels zero-padded to the largest of them (for 3/5/7/9, top-2:
+    7x7 then 9x9), not from all E padded to the largest as ``gather`` does. Each slot is a depthwise and a
+    pointwise convolution straight on ``x``: no copy of the input, no data-dependent shape."""
+    f = fold(bank, norm)
+    k = indices.shape[1]
+    dense = _dense_weights(bank, indices, weights, x.dtype)[0]
+    order = _ascending_choice(dense, k)
+    out = f.bias.view(1, -1, 1, 1)
+    for j in range(k):
+        first, last = j, bank.num_experts - k + j
+        size = max(bank.kernel_sizes[first : last + 1])
+        e = order[j : j + 1]
+        table = f.padded_depthwise(size, range(first, last + 1))
+        depthwise = table.index_select(0, e - first).reshape(bank.c1, 1, size, size)  # a shape ONNX can read
+        h = F.silu(F.conv2d(x, depthwise, f.dw_bias.index_select(0, e).reshape(-1), padding=size // 2, groups=bank.c1))
+        pointwise = f.pointwise.index_select(0, e) * dense.index_select(0, e).view(1, 1, 1)
+        out = out + F.conv2d(h, pointwise.reshape(bank.c2, bank.c1, 1, 1))
+    return out
+
+
 @_per_image
 def run_unfolded(bank, norm, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Graph form for banks whose BatchNorms do not fold (the releases' layouts): each expert on a batch of
@@ -216,6 +254,7 @@ STRATEGIES: dict[str, Strategy] = {
     "slice": run_slice,
     "gather": run_gather,
     "branch": run_branch,
+    "slots": run_slots,
     "masked": run_static,  # weights already (B, E) in expert order (``Router.masked``)
 }
 

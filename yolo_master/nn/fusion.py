@@ -46,10 +46,11 @@ class FoldedExperts(NamedTuple):
         constants; None where the export does not tile it."""
         return self.blocks[e] if self.blocks is not None else None
 
-    def padded_depthwise(self, k_max: int) -> torch.Tensor:
-        """Depthwise kernels zero-padded at the centre to one shape ``(E, C1, 1, k_max, k_max)``."""
+    def padded_depthwise(self, k_max: int, experts: range | None = None) -> torch.Tensor:
+        """Depthwise kernels (of ``experts``, default all) zero-padded at the centre to one shape
+        ``(n, C1, 1, k_max, k_max)``."""
         padded = []
-        for w in self.depthwise:
+        for w in self.depthwise if experts is None else [self.depthwise[e] for e in experts]:
             p = (k_max - w.shape[-1]) // 2
             padded.append(nn.functional.pad(w, (p, p, p, p)))
         return torch.stack(padded)

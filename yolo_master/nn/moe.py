@@ -56,7 +56,7 @@ class ESMoE(RoutedBlock):
         reduction: gating channel reduction gamma (``C_red = max(C / gamma, 8)``).
         shortcut: add the input back when ``c1 == c2``.
         strategy: execution strategy: ``auto`` (default), ``select``, ``grouped``, ``dense`` (eager) or
-            ``slice``, ``gather``, ``branch`` (graph form for export); see ``dispatch.py``.
+            ``slice``, ``gather``, ``branch``, ``slots``, ``masked`` (graph forms for export); see ``dispatch.py``.
         options: the model YAML's ``moe:`` section (router, shared expert, ...); default the paper's.
 
     Shape:
