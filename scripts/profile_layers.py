@@ -33,13 +33,8 @@ UNATTRIBUTED = "unattributed"
 
 def onnxruntime_nodes(path: Path, threads: int, warmup: int, runs: int) -> dict[str, tuple[str, float]]:
     """Node name -> (operator, mean ms per run) from ONNX Runtime's profiler."""
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.enable_profiling, options.profile_file_prefix = True, str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = timing.onnx_session(path, threads, profile_prefix=str(Path(tmp) / "profile"))
         name, x = timing.onnx_input(session)
         for _ in range(warmup + runs):
             session.run(None, {name: x})
@@ -60,13 +55,8 @@ def openvino_nodes(path: Path, threads: int, warmup: int, runs: int) -> dict[str
 
     core = ov.Core()
     model = core.read_model(str(timing.openvino_xml(path)))
-    config = {
-        "INFERENCE_NUM_THREADS": threads,
-        "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": "f32",
-        "PERF_COUNT": True,
-    }
-    request = core.compile_model(model, "CPU", config).create_infer_request()
+    compiled = core.compile_model(model, "CPU", {**timing.openvino_config(threads), "PERF_COUNT": True})
+    request = compiled.create_infer_request()
     x = timing.openvino_input(model)
     for _ in range(warmup):
         request.infer({0: x})

@@ -53,14 +53,29 @@ def openvino_input(model) -> np.ndarray:
     return _random([None if d.is_dynamic else d.get_length() for d in model.input(0).partial_shape])
 
 
-def time_onnx(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, float, list[int]]:
-    """Median and p90 latency (ms) of one ONNX model with ONNX Runtime's CPU provider."""
+def onnx_session(path: Path, threads: int, profile_prefix: str | None = None):
+    """An ONNX Runtime CPU session on ``threads`` intra-op threads (profiling to ``profile_prefix`` if given)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if profile_prefix:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def openvino_config(threads: int) -> dict:
+    """OpenVINO CPU settings for timing: latency mode on ``threads`` threads, float32.
+
+    float32, as YOLOMaster runs full-precision IRs (integration/runtime.py): OpenVINO's own default is
+    bfloat16 on CPUs that have it, which would make timings incomparable between machines."""
+    return {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+
+
+def time_onnx(path: Path, threads: int, warmup: int, runs: int) -> tuple[float, float, list[int]]:
+    """Median and p90 latency (ms) of one ONNX model with ONNX Runtime's CPU provider."""
+    session = onnx_session(path, threads)
     name, x = onnx_input(session)
     return (*latency(lambda: session.run(None, {name: x}), warmup, runs), list(x.shape))
 
@@ -79,10 +94,7 @@ def time_openvino(path: Path, threads: int, warmup: int, runs: int) -> tuple[flo
 
     core = ov.Core()
     model = core.read_model(str(openvino_xml(path)))
-    # float32, as YOLOMaster runs full-precision IRs (integration/runtime.py): OpenVINO's own default is
-    # bfloat16 on CPUs that have it, which would make timings incomparable between machines
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-    compiled = core.compile_model(model, "CPU", config)
+    compiled = core.compile_model(model, "CPU", openvino_config(threads))
     x = openvino_input(model)
     request = compiled.create_infer_request()
     return (*latency(lambda: request.infer({0: x}), warmup, runs), list(x.shape))
